@@ -1,0 +1,54 @@
+//! `/healthz` (the process answers) and `/readyz` (the database is writable and the BGP speaker
+//! reachable; the body says which part is not).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let db = match state.store.check_writable().await {
+        Ok(()) => json!({ "ok": true }),
+        Err(e) => json!({ "ok": false, "detail": e.to_string() }),
+    };
+    let speaker = state.speaker.health().await;
+    let checker = state.checker.status();
+    let db_ok = db["ok"].as_bool().unwrap_or(false);
+    let ready = db_ok && speaker.reachable;
+    let mut degraded = Vec::new();
+    if !db_ok {
+        degraded.push("database");
+    }
+    if !speaker.reachable {
+        degraded.push("bgp");
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if ready { "ready" } else { "degraded" },
+            "degraded": degraded,
+            "database": db,
+            "bgp": speaker,
+            "checker": checker,
+            "dry_run": state.config.escalation.dry_run,
+        })),
+    )
+}

@@ -1,0 +1,118 @@
+//! The HTTP API: FastNetMon's notifications in, status and overrides out. One router per
+//! resource; `router(state)` builds the whole app so tests drive it with `oneshot` or over TCP.
+
+pub mod auth;
+pub mod error;
+mod escalations;
+mod events;
+mod health;
+mod hosts;
+pub mod json;
+pub mod notifications;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::Router;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::bgp::Speaker;
+use crate::checker::CheckerHandle;
+use crate::config::Config;
+use crate::decision::Policy;
+use crate::store::Store;
+use auth::Tokens;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub policy: Arc<Policy>,
+    pub store: Store,
+    pub tokens: Tokens,
+    pub checker: CheckerHandle,
+    pub speaker: Arc<dyn Speaker>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.server.max_body_bytes;
+    let timeout = state.config.server.request_timeout;
+    Router::new()
+        .merge(notifications::router())
+        .merge(hosts::router())
+        .merge(escalations::router())
+        .merge(events::router())
+        .merge(health::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout.max(Duration::from_millis(1)),
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let path = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(MatchedPath::as_str)
+                        .unwrap_or("(unmatched)");
+                    tracing::info_span!("http", method = %req.method(), path = %path)
+                })
+                .on_response(
+                    |resp: &axum::response::Response, latency: Duration, _span: &tracing::Span| {
+                        tracing::info!(
+                            status = resp.status().as_u16(),
+                            latency_ms = latency.as_secs_f64() * 1000.0,
+                            "request"
+                        );
+                    },
+                ),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+}
+
+/// `limit`/`offset` with sane bounds.
+pub(crate) fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let limit = limit.unwrap_or(100);
+    let offset = offset.unwrap_or(0);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::unprocessable("invalid field `limit`").detail("must be 1..=1000"));
+    }
+    if offset < 0 {
+        return Err(ApiError::unprocessable("invalid field `offset`").detail("must be >= 0"));
+    }
+    Ok((limit, offset))
+}
+
+/// Query strings parsed in the API's error format.
+pub(crate) struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for Query<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(q)
+            .map(Query)
+            .map_err(|e| ApiError::unprocessable("invalid query string").detail(e.to_string()))
+    }
+}

@@ -1,0 +1,664 @@
+//! The checker: gathers the world from the store, runs the pure decision, records every action in
+//! the ledger, and carries it out through the speaker (with retries and backoff). Woken at once by
+//! notifications and samples; the interval tick is the safety net. Reconciliation with the
+//! speaker's RIB runs at start-up and every `reconcile_interval`.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::{watch, Notify};
+
+use crate::bgp::{BgpError, Route, Speaker, Withdrawn};
+use crate::clock::{ms, now_ms, rfc3339, Millis};
+use crate::config::Config;
+use crate::decision::{
+    decide, Action, BannedHost, Live, OpenRefusal, Origin, Policy, Rule, Sample, Suppression, World,
+};
+use crate::store::{EscalationRow, NewEscalation, NewEvent, Store, StoreError};
+
+const ACTOR: &str = "checker";
+
+/// What the checker has done lately, for `/readyz` and metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckerStatus {
+    pub cycles: u64,
+    pub last_cycle_at: Option<String>,
+    pub last_cycle_ms: Option<f64>,
+    pub last_error: Option<String>,
+    pub reconciles: u64,
+    pub last_reconcile_at: Option<String>,
+    pub last_reconcile_error: Option<String>,
+}
+
+/// The handle the API holds: wake the checker, read its status, build our routes.
+#[derive(Clone)]
+pub struct CheckerHandle {
+    wake: Arc<Notify>,
+    status: Arc<Mutex<CheckerStatus>>,
+    config: Arc<Config>,
+}
+
+impl CheckerHandle {
+    pub fn new(config: Arc<Config>) -> Self {
+        CheckerHandle {
+            wake: Arc::new(Notify::new()),
+            status: Arc::new(Mutex::new(CheckerStatus::default())),
+            config,
+        }
+    }
+
+    /// Asks for a cycle now. Wakes coalesce: a burst of notifications costs one cycle.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn status(&self) -> CheckerStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut CheckerStatus)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// The route we announce for a prefix: the configured next hop of its family and our
+    /// communities. None if the family has no next hop.
+    pub fn route_for(&self, prefix: IpNet) -> Option<Route> {
+        let bgp = &self.config.bgp;
+        let next_hop = match prefix {
+            IpNet::V4(_) => bgp.next_hop_ipv4,
+            IpNet::V6(_) => bgp.next_hop_ipv6,
+        }?;
+        Some(Route {
+            prefix,
+            next_hop,
+            communities: bgp.communities.clone(),
+            large_communities: bgp.large_communities.clone(),
+        })
+    }
+}
+
+pub struct Checker {
+    store: Store,
+    speaker: Arc<dyn Speaker>,
+    config: Arc<Config>,
+    policy: Arc<Policy>,
+    handle: CheckerHandle,
+}
+
+/// What one cycle did (tests and logs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    pub escalated: usize,
+    pub refused: usize,
+    pub withdrawn: usize,
+    pub announce_failures: usize,
+}
+
+impl Checker {
+    pub fn new(
+        store: Store,
+        speaker: Arc<dyn Speaker>,
+        config: Arc<Config>,
+        policy: Arc<Policy>,
+        handle: CheckerHandle,
+    ) -> Self {
+        Checker {
+            store,
+            speaker,
+            config,
+            policy,
+            handle,
+        }
+    }
+
+    /// Runs until `shutdown` turns true. Routes stay announced on shutdown: they are state, not
+    /// process lifetime.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.escalation.check_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reconcile = tokio::time::interval(self.config.bgp.reconcile_interval);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let wake = self.handle.wake.clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                // The first reconcile tick fires at once: reconciliation at start-up.
+                _ = reconcile.tick() => {
+                    self.reconcile_logged().await;
+                    // Whatever reconciliation re-announced, the ledger may need a cycle.
+                    self.cycle_logged().await;
+                }
+                _ = wake.notified() => self.cycle_logged().await,
+                _ = tick.tick() => self.cycle_logged().await,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        tracing::info!("checker stopped; announced routes stay in place");
+    }
+
+    async fn cycle_logged(&self) {
+        let started = std::time::Instant::now();
+        let result = self.cycle().await;
+        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        match &result {
+            Ok(r) if *r != CycleReport::default() => {
+                tracing::info!(
+                    escalated = r.escalated,
+                    refused = r.refused,
+                    withdrawn = r.withdrawn,
+                    announce_failures = r.announce_failures,
+                    ms = elapsed,
+                    "checker cycle"
+                );
+            }
+            Ok(_) => tracing::debug!(ms = elapsed, "checker cycle: nothing to do"),
+            Err(e) => tracing::error!(error = %e, "checker cycle failed; retrying next tick"),
+        }
+        self.handle.update(|s| {
+            s.cycles += 1;
+            s.last_cycle_at = Some(rfc3339(now_ms()));
+            s.last_cycle_ms = Some(elapsed);
+            s.last_error = result.as_ref().err().map(|e| e.to_string());
+        });
+    }
+
+    async fn reconcile_logged(&self) {
+        let result = self.reconcile().await;
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "reconciliation with the speaker failed");
+        }
+        self.handle.update(|s| {
+            s.reconciles += 1;
+            s.last_reconcile_at = Some(rfc3339(now_ms()));
+            s.last_reconcile_error = result.as_ref().err().cloned();
+        });
+    }
+
+    /// Gathers the world, decides, records and applies. Public for tests.
+    pub async fn cycle(&self) -> Result<CycleReport, StoreError> {
+        let now = now_ms();
+        let world = self.gather(now).await?;
+        let actions = decide(&world, &self.policy, now);
+        let live = self.store.live_escalations().await?;
+        let by_prefix: HashMap<String, &EscalationRow> =
+            live.iter().map(|r| (r.prefix.clone(), r)).collect();
+        let mut report = CycleReport::default();
+        for action in actions {
+            self.record(action, &by_prefix, now, &mut report).await?;
+        }
+        self.carry_out(&mut report).await?;
+        Ok(report)
+    }
+
+    async fn gather(&self, now: Millis) -> Result<World, StoreError> {
+        let banned = self
+            .store
+            .banned_hosts()
+            .await?
+            .into_iter()
+            .filter_map(|h| {
+                Some(BannedHost {
+                    ip: h.ip.parse().ok()?,
+                    banned_at: h.banned_at.unwrap_or(h.state_at),
+                })
+            })
+            .collect::<Vec<_>>();
+        let banned_set: HashSet<IpAddr> = banned.iter().map(|h| h.ip).collect();
+        let samples = self
+            .store
+            .latest_samples()
+            .await?
+            .into_iter()
+            .filter_map(|s| {
+                let ip: IpAddr = s.ip.parse().ok()?;
+                banned_set.contains(&ip).then(|| {
+                    (
+                        ip,
+                        Sample {
+                            at: s.at,
+                            traffic: s.traffic(),
+                        },
+                    )
+                })
+            })
+            .collect();
+        let live = self
+            .store
+            .live_escalations()
+            .await?
+            .into_iter()
+            .filter_map(|r| {
+                Some(Live {
+                    prefix: r.prefix.parse().ok()?,
+                    origin: if r.origin == "manual" {
+                        Origin::Manual
+                    } else {
+                        Origin::Auto
+                    },
+                    created_at: r.created_at,
+                    announced_at: r.announced_at,
+                    last_crossing_at: r.last_crossing_at,
+                    quiet_since: r.quiet_since,
+                    expires_at: r.expires_at,
+                    withdrawing: r.withdraw_requested_at.is_some(),
+                })
+            })
+            .collect();
+        let refusals = self
+            .store
+            .open_refusals()
+            .await?
+            .into_iter()
+            .filter_map(|r| {
+                Some(OpenRefusal {
+                    prefix: r.prefix.parse().ok()?,
+                    rule: Rule::parse(r.rule.as_deref()?)?,
+                })
+            })
+            .collect();
+        let suppressions = self
+            .store
+            .active_suppressions(now)
+            .await?
+            .into_iter()
+            .filter_map(|s| {
+                Some(Suppression {
+                    prefix: s.prefix.parse().ok()?,
+                    until: s.until,
+                })
+            })
+            .collect();
+        Ok(World {
+            banned,
+            samples,
+            live,
+            refusals,
+            suppressions,
+        })
+    }
+
+    /// Writes one decided action to the ledger (with its event).
+    async fn record(
+        &self,
+        action: Action,
+        live: &HashMap<String, &EscalationRow>,
+        now: Millis,
+        report: &mut CycleReport,
+    ) -> Result<(), StoreError> {
+        match action {
+            Action::Escalate {
+                prefix,
+                reason,
+                hosts,
+            } => {
+                let Some(route) = self.handle.route_for(prefix.net()) else {
+                    // Validation requires a next hop for every family in networks.ours, and
+                    // only prefixes inside ours get here; this is a guard, not a path.
+                    tracing::error!(%prefix, "no next hop for this family; not escalating");
+                    return Ok(());
+                };
+                tracing::info!(%prefix, %reason, "escalating");
+                self.store
+                    .insert_escalation(&NewEscalation {
+                        route,
+                        state: "pending",
+                        origin: "auto",
+                        reason: reason.to_string(),
+                        rule: None,
+                        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                        dry_run: self.config.escalation.dry_run,
+                        expires_at: None,
+                        created_by: ACTOR.into(),
+                        at: now,
+                        detail: serde_json::to_value(&reason).unwrap_or_default(),
+                    })
+                    .await?;
+                report.escalated += 1;
+            }
+            Action::Refuse {
+                prefix,
+                refusal,
+                reason,
+                hosts,
+            } => {
+                tracing::warn!(
+                    %prefix,
+                    rule = refusal.rule.as_str(),
+                    why = %refusal.reason,
+                    wanted_because = %reason,
+                    "escalation refused by a safety rail"
+                );
+                let route = self.handle.route_for(prefix).unwrap_or(Route {
+                    prefix,
+                    next_hop: prefix.addr(),
+                    communities: Vec::new(),
+                    large_communities: Vec::new(),
+                });
+                self.store
+                    .insert_escalation(&NewEscalation {
+                        route,
+                        state: "refused",
+                        origin: "auto",
+                        reason: refusal.reason.clone(),
+                        rule: Some(refusal.rule.as_str()),
+                        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                        dry_run: self.config.escalation.dry_run,
+                        expires_at: None,
+                        created_by: ACTOR.into(),
+                        at: now,
+                        detail: json!({ "wanted_because": reason, "refusal": refusal }),
+                    })
+                    .await?;
+                report.refused += 1;
+            }
+            Action::ClearRefusal { prefix } => {
+                self.store.clear_refusal(&prefix.to_string(), now).await?;
+            }
+            Action::Withdraw { prefix, reason } => {
+                if let Some(row) = live.get(&prefix.to_string()) {
+                    tracing::info!(%prefix, reason = reason.as_str(), "withdrawing");
+                    self.store
+                        .request_withdraw(row.id, &row.prefix, now, ACTOR, reason.as_str())
+                        .await?;
+                }
+            }
+            Action::Track {
+                prefix,
+                last_crossing_at,
+                quiet_since,
+                hosts,
+            } => {
+                if let Some(row) = live.get(&prefix.to_string()) {
+                    let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+                    self.store
+                        .track(row.id, last_crossing_at, quiet_since, &hosts, now)
+                        .await?;
+                }
+            }
+            Action::Adopt { prefix, reason } => {
+                if let Some(row) = live.get(&prefix.to_string()) {
+                    self.store
+                        .adopt(row.id, &row.prefix, &reason.to_string(), now)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn backoff(&self, attempts: i64) -> Duration {
+        let bgp = &self.config.bgp;
+        let exp = u32::try_from(attempts.clamp(0, 16)).unwrap_or(16);
+        bgp.retry_initial
+            .saturating_mul(2u32.saturating_pow(exp))
+            .min(bgp.retry_max)
+    }
+
+    /// Announces what is pending or due for a retry, and withdraws what was decided.
+    async fn carry_out(&self, report: &mut CycleReport) -> Result<(), StoreError> {
+        let now = now_ms();
+        for row in self.store.live_escalations().await? {
+            let due = row.next_attempt_at.is_none_or(|t| t <= now);
+            if !due {
+                continue;
+            }
+            let route = match row.route() {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(id = row.id, error = %e, "cannot rebuild route from the ledger");
+                    continue;
+                }
+            };
+            if row.withdraw_requested_at.is_some() {
+                if self.withdraw(&row, &route).await? {
+                    report.withdrawn += 1;
+                }
+            } else if row.state != "active" && !self.announce(&row, &route, "").await? {
+                report.announce_failures += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Announces one ledger row; returns whether it is now announced.
+    async fn announce(
+        &self,
+        row: &EscalationRow,
+        route: &Route,
+        note: &str,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        if row.dry_run {
+            self.store
+                .mark_announced(
+                    row.id,
+                    &row.prefix,
+                    now,
+                    ACTOR,
+                    " (dry run: nothing sent to the speaker)",
+                )
+                .await?;
+            return Ok(true);
+        }
+        match self.speaker.announce(route).await {
+            Ok(()) => {
+                tracing::info!(prefix = %row.prefix, backend = self.speaker.name(), "announced");
+                self.store
+                    .mark_announced(row.id, &row.prefix, now, ACTOR, note)
+                    .await?;
+                Ok(true)
+            }
+            Err(BgpError::ForeignRoute { prefix }) => {
+                // Someone else's route holds the prefix: do not replace it. The escalation is
+                // closed as refused; reconciliation retries once the foreign route is gone.
+                tracing::warn!(%prefix, rule = "foreign_route", "not announcing over a foreign route");
+                self.store
+                    .mark_withdrawn(
+                        row.id,
+                        &row.prefix,
+                        now,
+                        ACTOR,
+                        " (never announced: a foreign route holds the prefix)",
+                    )
+                    .await?;
+                self.store
+                    .insert_escalation(&NewEscalation {
+                        route: route.clone(),
+                        state: "refused",
+                        origin: if row.origin == "manual" {
+                            "manual"
+                        } else {
+                            "auto"
+                        },
+                        reason: format!(
+                            "{prefix} is in the speaker's RIB with attributes that are not ours"
+                        ),
+                        rule: Some(Rule::ForeignRoute.as_str()),
+                        hosts: row.hosts(),
+                        dry_run: row.dry_run,
+                        expires_at: None,
+                        created_by: ACTOR.into(),
+                        at: now,
+                        detail: json!({ "escalation_id": row.id }),
+                    })
+                    .await?;
+                Ok(false)
+            }
+            Err(e) => {
+                let wait = self.backoff(row.attempts);
+                tracing::warn!(prefix = %row.prefix, error = %e, retry_in = ?wait, "announce failed");
+                self.store
+                    .mark_announce_failed(row.id, &row.prefix, now, &e.to_string(), now + ms(wait))
+                    .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Withdraws one ledger row; returns whether it is done.
+    async fn withdraw(&self, row: &EscalationRow, route: &Route) -> Result<bool, StoreError> {
+        let now = now_ms();
+        if row.dry_run || row.announced_at.is_none() && row.attempts == 0 {
+            let note = if row.dry_run {
+                " (dry run: nothing sent to the speaker)"
+            } else {
+                " (it was never announced)"
+            };
+            self.store
+                .mark_withdrawn(row.id, &row.prefix, now, ACTOR, note)
+                .await?;
+            return Ok(true);
+        }
+        match self.speaker.withdraw(route).await {
+            Ok(w) => {
+                let note = match w {
+                    Withdrawn::Removed => "",
+                    Withdrawn::Absent => " (it was no longer in the speaker's RIB)",
+                    Withdrawn::LeftForeign => {
+                        " (the prefix now carries a foreign path, which was left alone)"
+                    }
+                };
+                tracing::info!(prefix = %row.prefix, backend = self.speaker.name(), "withdrawn");
+                self.store
+                    .mark_withdrawn(row.id, &row.prefix, now, ACTOR, note)
+                    .await?;
+                Ok(true)
+            }
+            Err(e) => {
+                let wait = self.backoff(row.attempts);
+                tracing::warn!(prefix = %row.prefix, error = %e, retry_in = ?wait, "withdraw failed");
+                self.store
+                    .mark_withdraw_failed(row.id, &row.prefix, now, &e.to_string(), now + ms(wait))
+                    .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Compares the speaker's RIB with the ledger: re-announces active escalations that are
+    /// missing (gobgpd forgets everything on restart), withdraws stale routes of ours (announced
+    /// by us, no longer wanted), and never touches anything else.
+    pub async fn reconcile(&self) -> Result<(), String> {
+        let rib = match self.speaker.list().await {
+            Ok(Some(rib)) => rib,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let err = |e: StoreError| e.to_string();
+        let now = now_ms();
+        let mut rib_by_prefix: HashMap<IpNet, Vec<&crate::bgp::RibPath>> = HashMap::new();
+        for p in &rib {
+            rib_by_prefix.entry(p.prefix).or_default().push(p);
+        }
+        let live = self.store.live_escalations().await.map_err(err)?;
+        let mut live_prefixes = HashSet::new();
+        for row in &live {
+            let Ok(route) = row.route() else { continue };
+            live_prefixes.insert(route.prefix);
+            if row.dry_run || row.state != "active" || row.withdraw_requested_at.is_some() {
+                continue;
+            }
+            let present = rib_by_prefix
+                .get(&route.prefix)
+                .is_some_and(|paths| paths.iter().any(|p| route.matches(p)));
+            if !present {
+                tracing::warn!(prefix = %row.prefix, "active escalation missing from the speaker's RIB; re-announcing");
+                self.store
+                    .record_event(&NewEvent {
+                        at: now,
+                        actor: "reconciler".into(),
+                        kind: "reconcile".into(),
+                        ip: None,
+                        prefix: Some(row.prefix.clone()),
+                        message: format!(
+                            "{} missing from the speaker's RIB; re-announcing",
+                            row.prefix
+                        ),
+                        detail: None,
+                    })
+                    .await
+                    .map_err(err)?;
+                match self.speaker.announce(&route).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        let wait = self.backoff(row.attempts);
+                        self.store
+                            .mark_announce_failed(
+                                row.id,
+                                &row.prefix,
+                                now,
+                                &e.to_string(),
+                                now + ms(wait),
+                            )
+                            .await
+                            .map_err(err)?;
+                    }
+                }
+            }
+        }
+        // Stale routes of ours: in the RIB with exactly the attributes we announced, for a
+        // prefix we announced once and no longer hold live.
+        for (prefix, paths) in &rib_by_prefix {
+            if live_prefixes.contains(prefix) {
+                continue;
+            }
+            let Some(last) = self
+                .store
+                .last_announced(&prefix.to_string())
+                .await
+                .map_err(err)?
+            else {
+                continue;
+            };
+            let Ok(route) = last.route() else { continue };
+            if !paths.iter().any(|p| route.matches(p)) {
+                continue;
+            }
+            tracing::warn!(%prefix, "stale route of ours in the speaker's RIB; withdrawing");
+            let outcome = self.speaker.withdraw(&route).await;
+            self.store
+                .record_event(&NewEvent {
+                    at: now,
+                    actor: "reconciler".into(),
+                    kind: "reconcile".into(),
+                    ip: None,
+                    prefix: Some(prefix.to_string()),
+                    message: match &outcome {
+                        Ok(_) => {
+                            format!("withdrew stale route {prefix} (ours, no longer escalated)")
+                        }
+                        Err(e) => format!("withdrawing stale route {prefix} failed: {e}"),
+                    },
+                    detail: None,
+                })
+                .await
+                .map_err(err)?;
+        }
+        // Foreign-route refusals whose foreign route is gone: clear them so the checker retries.
+        for r in self.store.open_refusals().await.map_err(err)? {
+            if r.rule.as_deref() != Some(Rule::ForeignRoute.as_str()) {
+                continue;
+            }
+            let Ok(prefix) = r.prefix.parse::<IpNet>() else {
+                continue;
+            };
+            if !rib_by_prefix.contains_key(&prefix) {
+                self.store
+                    .clear_refusal(&r.prefix, now)
+                    .await
+                    .map_err(err)?;
+                self.handle.wake();
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,700 @@
+//! The escalation ledger and suppressions. Every state change is written together with its
+//! event, in one transaction, so the audit log never disagrees with the ledger.
+
+use serde::Serialize;
+use sqlx::FromRow;
+
+use super::events::{insert as insert_event, NewEvent};
+use super::{from_json_list, to_json_list, Store, StoreError};
+use crate::bgp::{Community, LargeCommunity, Route};
+use crate::clock::{serde_time, Millis};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct EscalationRow {
+    pub id: i64,
+    pub prefix: String,
+    pub family: i64,
+    pub state: String,
+    pub origin: String,
+    pub reason: String,
+    pub rule: Option<String>,
+    pub hosts: String,
+    pub next_hop: String,
+    pub communities: String,
+    pub large_communities: String,
+    pub dry_run: bool,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub announced_at: Option<Millis>,
+    pub last_crossing_at: Option<Millis>,
+    pub quiet_since: Option<Millis>,
+    pub expires_at: Option<Millis>,
+    pub withdraw_requested_at: Option<Millis>,
+    pub withdraw_reason: Option<String>,
+    pub withdrawn_at: Option<Millis>,
+    pub attempts: i64,
+    pub next_attempt_at: Option<Millis>,
+    pub last_error: Option<String>,
+    pub created_by: String,
+}
+
+/// The API view of an escalation.
+#[derive(Debug, Clone, Serialize)]
+pub struct EscalationView {
+    pub id: i64,
+    pub prefix: String,
+    pub state: String,
+    pub origin: String,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub hosts: Vec<String>,
+    pub attributes: Attributes,
+    pub dry_run: bool,
+    pub created_by: String,
+    #[serde(with = "serde_time")]
+    pub created_at: Millis,
+    #[serde(with = "serde_time")]
+    pub updated_at: Millis,
+    #[serde(with = "serde_time::option")]
+    pub announced_at: Option<Millis>,
+    #[serde(with = "serde_time::option")]
+    pub last_crossing_at: Option<Millis>,
+    #[serde(with = "serde_time::option")]
+    pub quiet_since: Option<Millis>,
+    #[serde(with = "serde_time::option")]
+    pub expires_at: Option<Millis>,
+    #[serde(with = "serde_time::option")]
+    pub withdraw_requested_at: Option<Millis>,
+    pub withdraw_reason: Option<String>,
+    #[serde(with = "serde_time::option")]
+    pub withdrawn_at: Option<Millis>,
+    pub attempts: i64,
+    #[serde(with = "serde_time::option")]
+    pub next_attempt_at: Option<Millis>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attributes {
+    pub next_hop: String,
+    pub communities: Vec<String>,
+    pub large_communities: Vec<String>,
+}
+
+impl EscalationRow {
+    pub fn hosts(&self) -> Vec<String> {
+        from_json_list(&self.hosts)
+    }
+
+    /// The route this escalation announces, as recorded when it was decided.
+    pub fn route(&self) -> Result<Route, StoreError> {
+        let corrupt = |what: &str| {
+            StoreError::Corrupt(format!("escalation {} has an invalid {what}", self.id))
+        };
+        let communities: Vec<String> = from_json_list(&self.communities);
+        let large: Vec<String> = from_json_list(&self.large_communities);
+        Ok(Route {
+            prefix: self.prefix.parse().map_err(|_| corrupt("prefix"))?,
+            next_hop: self.next_hop.parse().map_err(|_| corrupt("next hop"))?,
+            communities: communities
+                .iter()
+                .map(|c| c.parse::<Community>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| corrupt("community"))?,
+            large_communities: large
+                .iter()
+                .map(|c| c.parse::<LargeCommunity>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| corrupt("large community"))?,
+        })
+    }
+
+    pub fn view(&self) -> EscalationView {
+        EscalationView {
+            id: self.id,
+            prefix: self.prefix.clone(),
+            state: self.state.clone(),
+            origin: self.origin.clone(),
+            reason: self.reason.clone(),
+            rule: self.rule.clone(),
+            hosts: self.hosts(),
+            attributes: Attributes {
+                next_hop: self.next_hop.clone(),
+                communities: from_json_list(&self.communities),
+                large_communities: from_json_list(&self.large_communities),
+            },
+            dry_run: self.dry_run,
+            created_by: self.created_by.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            announced_at: self.announced_at,
+            last_crossing_at: self.last_crossing_at,
+            quiet_since: self.quiet_since,
+            expires_at: self.expires_at,
+            withdraw_requested_at: self.withdraw_requested_at,
+            withdraw_reason: self.withdraw_reason.clone(),
+            withdrawn_at: self.withdrawn_at,
+            attempts: self.attempts,
+            next_attempt_at: self.next_attempt_at,
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+/// A new ledger row: a decided escalation (state `pending`) or a refusal (state `refused`).
+#[derive(Debug, Clone)]
+pub struct NewEscalation {
+    pub route: Route,
+    pub state: &'static str,
+    pub origin: &'static str,
+    pub reason: String,
+    pub rule: Option<&'static str>,
+    pub hosts: Vec<String>,
+    pub dry_run: bool,
+    pub expires_at: Option<Millis>,
+    pub created_by: String,
+    pub at: Millis,
+    /// Event detail (the structured reason).
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct SuppressionRow {
+    pub prefix: String,
+    #[serde(with = "serde_time")]
+    pub until: Millis,
+    pub reason: String,
+    pub created_by: String,
+    #[serde(with = "serde_time")]
+    pub created_at: Millis,
+}
+
+fn family(route: &Route) -> i64 {
+    match route.prefix {
+        ipnet::IpNet::V4(_) => 4,
+        ipnet::IpNet::V6(_) => 6,
+    }
+}
+
+impl Store {
+    /// Escalations the speaker should carry: pending, active, failed.
+    pub async fn live_escalations(&self) -> Result<Vec<EscalationRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM escalations WHERE state IN ('pending', 'active', 'failed') ORDER BY id",
+        )
+        .fetch_all(&self.write)
+        .await?)
+    }
+
+    pub async fn open_refusals(&self) -> Result<Vec<EscalationRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM escalations WHERE state = 'refused' AND withdrawn_at IS NULL ORDER BY id",
+        )
+        .fetch_all(&self.write)
+        .await?)
+    }
+
+    pub async fn list_escalations(
+        &self,
+        state: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<EscalationRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM escalations WHERE (?1 IS NULL OR state = ?1)
+             ORDER BY id DESC LIMIT ?2 OFFSET ?3",
+        )
+        .bind(state)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Every ledger row of one prefix, newest first.
+    pub async fn escalation_history(&self, prefix: &str) -> Result<Vec<EscalationRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM escalations WHERE prefix = ? ORDER BY id DESC LIMIT 100")
+                .bind(prefix)
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
+    pub async fn count_escalations_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT state, COUNT(*) FROM escalations GROUP BY state")
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
+    /// Whether we ever announced this prefix (reconciliation withdraws only such prefixes).
+    pub async fn ever_announced(&self, prefix: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM escalations WHERE prefix = ? AND announced_at IS NOT NULL",
+        )
+        .bind(prefix)
+        .fetch_one(&self.write)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// The newest announced row of a prefix (its route is what we put into the speaker).
+    pub async fn last_announced(&self, prefix: &str) -> Result<Option<EscalationRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM escalations WHERE prefix = ? AND announced_at IS NOT NULL
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(prefix)
+        .fetch_optional(&self.write)
+        .await?)
+    }
+
+    /// Records a decided escalation or refusal with its event. Returns the new row.
+    pub async fn insert_escalation(&self, e: &NewEscalation) -> Result<EscalationRow, StoreError> {
+        let mut tx = self.write.begin().await?;
+        if e.state == "refused" {
+            // One open refusal per prefix: a new rule replaces the old one.
+            sqlx::query(
+                "UPDATE escalations SET withdrawn_at = ?, updated_at = ?
+                 WHERE prefix = ? AND state = 'refused' AND withdrawn_at IS NULL",
+            )
+            .bind(e.at)
+            .bind(e.at)
+            .bind(e.route.prefix.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let row: EscalationRow = sqlx::query_as(
+            "INSERT INTO escalations (prefix, family, state, origin, reason, rule, hosts, next_hop,
+                 communities, large_communities, dry_run, created_at, updated_at, last_crossing_at,
+                 expires_at, created_by)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(e.route.prefix.to_string())
+        .bind(family(&e.route))
+        .bind(e.state)
+        .bind(e.origin)
+        .bind(&e.reason)
+        .bind(e.rule)
+        .bind(to_json_list(&e.hosts))
+        .bind(e.route.next_hop.to_string())
+        .bind(to_json_list(
+            &e.route
+                .communities
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>(),
+        ))
+        .bind(to_json_list(
+            &e.route
+                .large_communities
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>(),
+        ))
+        .bind(e.dry_run)
+        .bind(e.at)
+        .bind(e.at)
+        .bind(if e.state == "refused" {
+            None
+        } else {
+            Some(e.at)
+        })
+        .bind(e.expires_at)
+        .bind(&e.created_by)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (kind, message) = if e.state == "refused" {
+            (
+                "refused",
+                format!(
+                    "refused to escalate {} (rule {}): {}",
+                    e.route.prefix,
+                    e.rule.unwrap_or("?"),
+                    e.reason
+                ),
+            )
+        } else {
+            (
+                "escalate",
+                format!("escalate {} ({}): {}", e.route.prefix, e.origin, e.reason),
+            )
+        };
+        insert_event(
+            &mut tx,
+            &NewEvent {
+                at: e.at,
+                actor: e.created_by.clone(),
+                kind: kind.into(),
+                ip: None,
+                prefix: Some(e.route.prefix.to_string()),
+                message,
+                detail: Some(serde_json::json!({
+                    "escalation_id": row.id,
+                    "hosts": e.hosts,
+                    "rule": e.rule,
+                    "dry_run": e.dry_run,
+                    "reason": e.detail,
+                })),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// The speaker confirmed the announcement.
+    pub async fn mark_announced(
+        &self,
+        id: i64,
+        prefix: &str,
+        at: Millis,
+        actor: &str,
+        note: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "UPDATE escalations SET state = 'active', announced_at = COALESCE(announced_at, ?),
+                 updated_at = ?, attempts = attempts + 1, next_attempt_at = NULL, last_error = NULL
+             WHERE id = ?",
+        )
+        .bind(at)
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(
+            &mut tx,
+            &NewEvent {
+                at,
+                actor: actor.into(),
+                kind: "announced".into(),
+                ip: None,
+                prefix: Some(prefix.into()),
+                message: format!("announced {prefix}{note}"),
+                detail: Some(serde_json::json!({ "escalation_id": id })),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// An announce failed: state `failed`, retried at `next_attempt_at`.
+    pub async fn mark_announce_failed(
+        &self,
+        id: i64,
+        prefix: &str,
+        at: Millis,
+        error: &str,
+        next_attempt_at: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        let attempts: i64 = sqlx::query_scalar(
+            "UPDATE escalations SET state = 'failed', updated_at = ?, attempts = attempts + 1,
+                 next_attempt_at = ?, last_error = ?
+             WHERE id = ? RETURNING attempts",
+        )
+        .bind(at)
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        // Log the first failure and then every tenth, so a long outage does not flood the log.
+        if attempts == 1 || attempts % 10 == 0 {
+            insert_event(
+                &mut tx,
+                &NewEvent {
+                    at,
+                    actor: "checker".into(),
+                    kind: "announce_failed".into(),
+                    ip: None,
+                    prefix: Some(prefix.into()),
+                    message: format!("announce of {prefix} failed (attempt {attempts}): {error}"),
+                    detail: Some(serde_json::json!({ "escalation_id": id, "attempts": attempts })),
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A withdrawal was decided; the checker carries it out (and retries it).
+    pub async fn request_withdraw(
+        &self,
+        id: i64,
+        prefix: &str,
+        at: Millis,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "UPDATE escalations SET withdraw_requested_at = ?, withdraw_reason = ?, updated_at = ?,
+                 next_attempt_at = NULL
+             WHERE id = ? AND withdraw_requested_at IS NULL",
+        )
+        .bind(at)
+        .bind(reason)
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(
+            &mut tx,
+            &NewEvent {
+                at,
+                actor: actor.into(),
+                kind: "withdraw".into(),
+                ip: None,
+                prefix: Some(prefix.into()),
+                message: format!("withdraw {prefix}: {reason}"),
+                detail: Some(serde_json::json!({ "escalation_id": id })),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn mark_withdrawn(
+        &self,
+        id: i64,
+        prefix: &str,
+        at: Millis,
+        actor: &str,
+        note: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "UPDATE escalations SET state = 'withdrawn', withdrawn_at = ?, updated_at = ?,
+                 next_attempt_at = NULL, last_error = NULL
+             WHERE id = ?",
+        )
+        .bind(at)
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(
+            &mut tx,
+            &NewEvent {
+                at,
+                actor: actor.into(),
+                kind: "withdrawn".into(),
+                ip: None,
+                prefix: Some(prefix.into()),
+                message: format!("withdrew {prefix}{note}"),
+                detail: Some(serde_json::json!({ "escalation_id": id })),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn mark_withdraw_failed(
+        &self,
+        id: i64,
+        prefix: &str,
+        at: Millis,
+        error: &str,
+        next_attempt_at: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        let attempts: i64 = sqlx::query_scalar(
+            "UPDATE escalations SET updated_at = ?, attempts = attempts + 1, next_attempt_at = ?,
+                 last_error = ?
+             WHERE id = ? RETURNING attempts",
+        )
+        .bind(at)
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if attempts == 1 || attempts % 10 == 0 {
+            insert_event(
+                &mut tx,
+                &NewEvent {
+                    at,
+                    actor: "checker".into(),
+                    kind: "withdraw_failed".into(),
+                    ip: None,
+                    prefix: Some(prefix.into()),
+                    message: format!("withdrawal of {prefix} failed: {error}"),
+                    detail: Some(serde_json::json!({ "escalation_id": id, "attempts": attempts })),
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Hysteresis bookkeeping; no event (it changes every cycle while an attack goes on).
+    pub async fn track(
+        &self,
+        id: i64,
+        last_crossing_at: Option<Millis>,
+        quiet_since: Option<Millis>,
+        hosts: &[String],
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE escalations SET last_crossing_at = ?, quiet_since = ?, hosts = ?, updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(last_crossing_at)
+        .bind(quiet_since)
+        .bind(to_json_list(hosts))
+        .bind(at)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// A manual escalation expired while the automatic rules still want the prefix.
+    pub async fn adopt(
+        &self,
+        id: i64,
+        prefix: &str,
+        reason: &str,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "UPDATE escalations SET origin = 'auto', reason = ?, expires_at = NULL,
+                 last_crossing_at = ?, updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(reason)
+        .bind(at)
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(
+            &mut tx,
+            &NewEvent {
+                at,
+                actor: "checker".into(),
+                kind: "adopt".into(),
+                ip: None,
+                prefix: Some(prefix.into()),
+                message: format!(
+                    "manual escalation of {prefix} expired while still wanted; kept as auto: {reason}"
+                ),
+                detail: Some(serde_json::json!({ "escalation_id": id })),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Closes the open refusal of a prefix.
+    pub async fn clear_refusal(&self, prefix: &str, at: Millis) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE escalations SET withdrawn_at = ?, updated_at = ?
+             WHERE prefix = ? AND state = 'refused' AND withdrawn_at IS NULL",
+        )
+        .bind(at)
+        .bind(at)
+        .bind(prefix)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn active_suppressions(
+        &self,
+        now: Millis,
+    ) -> Result<Vec<SuppressionRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM suppressions WHERE until > ? ORDER BY prefix")
+                .bind(now)
+                .fetch_all(&self.write)
+                .await?,
+        )
+    }
+
+    pub async fn suppress(
+        &self,
+        prefix: &str,
+        until: Millis,
+        reason: &str,
+        actor: &str,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO suppressions (prefix, until, reason, created_by, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (prefix) DO UPDATE SET until = ?2, reason = ?3, created_by = ?4, created_at = ?5",
+        )
+        .bind(prefix)
+        .bind(until)
+        .bind(reason)
+        .bind(actor)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(
+            &mut tx,
+            &NewEvent {
+                at,
+                actor: actor.into(),
+                kind: "suppress".into(),
+                ip: None,
+                prefix: Some(prefix.into()),
+                message: format!(
+                    "{prefix} suppressed until {}: {reason}",
+                    crate::clock::rfc3339(until)
+                ),
+                detail: None,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Lifts a suppression; false if there was none.
+    pub async fn lift_suppression(
+        &self,
+        prefix: &str,
+        actor: &str,
+        at: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let n = sqlx::query("DELETE FROM suppressions WHERE prefix = ?")
+            .bind(prefix)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n > 0 {
+            insert_event(
+                &mut tx,
+                &NewEvent {
+                    at,
+                    actor: actor.into(),
+                    kind: "unsuppress".into(),
+                    ip: None,
+                    prefix: Some(prefix.into()),
+                    message: format!("suppression of {prefix} lifted"),
+                    detail: None,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+}

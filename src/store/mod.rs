@@ -1,0 +1,98 @@
+//! SQLite through sqlx: the only place with SQL outside `migrations/`. Writes go through one
+//! connection (SQLite has one writer anyway, and a queue beats lock contention); reads use a
+//! small pool. WAL mode; a write that returned has been committed.
+
+mod escalations;
+mod events;
+mod hosts;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+pub use escalations::{Attributes, EscalationRow, EscalationView, NewEscalation, SuppressionRow};
+pub use events::{EventFilter, EventRow, NewEvent};
+pub use hosts::{
+    EpisodeRow, HostFilter, HostRow, Incoming, Outcome, Recorded, SampleIn, SampleRow,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("invalid database setting `{0}`")]
+    Url(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database named by `server.database`: a `sqlite:` URL or a
+    /// file path. Runs pending migrations.
+    pub async fn open(database: &str) -> Result<Store, StoreError> {
+        let opts = if database.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(database)
+                .map_err(|e| StoreError::Url(format!("{database}: {e}")))?
+        } else {
+            SqliteConnectOptions::new().filename(database)
+        };
+        let opts = opts
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode NORMAL is durable against a crash of the process, `kill -9` included:
+            // the commit is in the WAL file before the call returns. FULL would add an fsync per
+            // commit, which only matters for power loss, at a large cost in ingest rate.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-16000");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.clone())
+            .await?;
+        MIGRATOR.run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(Store { write, read })
+    }
+
+    /// A cheap write that proves the database is writable (for `/readyz`).
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        sqlx::query("BEGIN IMMEDIATE; ROLLBACK;")
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+/// JSON-encoded list column helpers.
+fn to_json_list<T: serde::Serialize>(items: &[T]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
+fn from_json_list<T: serde::de::DeserializeOwned>(s: &str) -> Vec<T> {
+    serde_json::from_str(s).unwrap_or_default()
+}
