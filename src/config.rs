@@ -20,7 +20,7 @@ pub const ENV_PREFIX: &str = "FNM_ESCALATOR__";
 
 const REDACTED: &str = "<redacted>";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: Server,
@@ -301,21 +301,6 @@ impl fmt::Debug for Fastnetmon {
             .field("api_password", &REDACTED)
             .field("poll_interval", &self.poll_interval)
             .finish()
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: Server::default(),
-            auth: Auth::default(),
-            networks: Networks::default(),
-            thresholds: Thresholds::default(),
-            escalation: Escalation::default(),
-            bgp: Bgp::default(),
-            notify: Notify::default(),
-            fastnetmon: Fastnetmon::default(),
-        }
     }
 }
 

@@ -142,7 +142,7 @@ impl Policy {
             .iter()
             .map(|n| (n.network.trunc(), n.clone()))
             .collect();
-        overrides.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
+        overrides.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
         Policy {
             ipv4_prefix_length: c.escalation.ipv4_prefix_length,
             ipv6_prefix_length: c.escalation.ipv6_prefix_length,
