@@ -832,7 +832,7 @@ mod tests {
         foreign.communities = vec![Community::new(65535, 666)];
         assert_eq!(classify(&r, None), Seen::Absent);
         assert_eq!(classify(&r, Some(&[])), Seen::Absent);
-        assert_eq!(classify(&r, Some(&[ours.clone()])), Seen::Ours);
+        assert_eq!(classify(&r, Some(std::slice::from_ref(&ours))), Seen::Ours);
         assert_eq!(classify(&r, Some(&[foreign.clone()])), Seen::Foreign);
         assert_eq!(classify(&r, Some(&[foreign, ours])), Seen::Ours);
     }
@@ -852,6 +852,13 @@ mod tests {
         }
         p.neighbor_ip = "127.0.0.2".into();
         assert!(!is_local(&p));
+    }
+
+    #[test]
+    fn new_needs_no_runtime_and_refuses_bad_addresses() {
+        assert!(GobgpSpeaker::new("127.0.0.1:50051", Duration::from_secs(1)).is_ok());
+        assert!(GobgpSpeaker::new("http://[::1]:50051", Duration::from_secs(1)).is_ok());
+        assert!(GobgpSpeaker::new("not an address", Duration::from_secs(1)).is_err());
     }
 
     #[test]
