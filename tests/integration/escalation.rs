@@ -352,3 +352,48 @@ async fn reconciliation_reannounces_what_the_speaker_lost() {
         .contains("re-announcing"));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_withdraws_stale_routes_of_ours_and_nothing_else() {
+    let (app, fake) = app_with(|c| c.bgp.reconcile_interval = Duration::from_millis(300)).await;
+    app.post(
+        "/api/v1/notifications",
+        NOTIFY,
+        ban("198.51.100.9", 50_000_000, 10),
+    )
+    .await;
+    wait_state(&app, "198.51.100.0/24", "active").await;
+    let ours = fake.rib.lock().expect("lock")[0].clone();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    app.post("/api/v1/notifications", NOTIFY, unban("198.51.100.9"))
+        .await;
+    wait_state(&app, "198.51.100.0/24", "withdrawn").await;
+    // Our old route shows up in the RIB again (say, a speaker restored from its own config),
+    // next to a foreign route of the same shape but other attributes and another prefix.
+    let mut foreign = ours.clone();
+    foreign.prefix = "198.51.102.0/24".parse().expect("net");
+    let mut foreign_same_prefix_other_attrs = ours.clone();
+    foreign_same_prefix_other_attrs.prefix = "198.51.103.0/24".parse().expect("net");
+    foreign_same_prefix_other_attrs.communities = vec!["65000:1".parse().expect("community")];
+    {
+        let mut rib = fake.rib.lock().expect("lock");
+        rib.push(ours);
+        rib.push(foreign);
+        rib.push(foreign_same_prefix_other_attrs);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while fake.prefixes().contains(&"198.51.100.0/24".to_string())
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Only the prefix we announced and withdrew is removed; prefixes we never announced are
+    // not ours, whatever their attributes.
+    assert_eq!(fake.prefixes(), vec!["198.51.102.0/24", "198.51.103.0/24"]);
+    let (_, ev) = app.get("/api/v1/events?kind=reconcile", READ).await;
+    assert!(ev["events"][0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("stale"));
+    app.stop().await;
+}
