@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::decision::{
     decide, Action, BannedHost, Live, OpenRefusal, Origin, Policy, Rule, Sample, Suppression, World,
 };
+use crate::metrics::metrics;
 use crate::store::{EscalationRow, NewEscalation, NewEvent, Store, StoreError};
 
 const ACTOR: &str = "checker";
@@ -149,6 +150,7 @@ impl Checker {
         let started = std::time::Instant::now();
         let result = self.cycle().await;
         let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        metrics().checker_cycle_duration.observe(elapsed / 1000.0);
         match &result {
             Ok(r) if *r != CycleReport::default() => {
                 tracing::info!(
@@ -322,6 +324,7 @@ impl Checker {
                         detail: serde_json::to_value(&reason).unwrap_or_default(),
                     })
                     .await?;
+                metrics().decision("escalate");
                 report.escalated += 1;
             }
             Action::Refuse {
@@ -358,6 +361,7 @@ impl Checker {
                         detail: json!({ "wanted_because": reason, "refusal": refusal }),
                     })
                     .await?;
+                metrics().refusal(refusal.rule.as_str());
                 report.refused += 1;
             }
             Action::ClearRefusal { prefix } => {
@@ -369,6 +373,7 @@ impl Checker {
                     self.store
                         .request_withdraw(row.id, &row.prefix, now, ACTOR, reason.as_str())
                         .await?;
+                    metrics().decision("withdraw");
                 }
             }
             Action::Track {
@@ -389,6 +394,7 @@ impl Checker {
                     self.store
                         .adopt(row.id, &row.prefix, &reason.to_string(), now)
                         .await?;
+                    metrics().decision("adopt");
                 }
             }
         }
@@ -449,7 +455,9 @@ impl Checker {
                 .await?;
             return Ok(true);
         }
-        match self.speaker.announce(route).await {
+        let result = self.speaker.announce(route).await;
+        metrics().bgp(self.speaker.name(), "announce", result.is_ok());
+        match result {
             Ok(()) => {
                 tracing::info!(prefix = %row.prefix, backend = self.speaker.name(), "announced");
                 self.store
@@ -491,6 +499,7 @@ impl Checker {
                         detail: json!({ "escalation_id": row.id }),
                     })
                     .await?;
+                metrics().refusal(Rule::ForeignRoute.as_str());
                 Ok(false)
             }
             Err(e) => {
@@ -518,7 +527,9 @@ impl Checker {
                 .await?;
             return Ok(true);
         }
-        match self.speaker.withdraw(route).await {
+        let result = self.speaker.withdraw(route).await;
+        metrics().bgp(self.speaker.name(), "withdraw", result.is_ok());
+        match result {
             Ok(w) => {
                 let note = match w {
                     Withdrawn::Removed => "",
@@ -548,7 +559,9 @@ impl Checker {
     /// missing (gobgpd forgets everything on restart), withdraws stale routes of ours (announced
     /// by us, no longer wanted), and never touches anything else.
     pub async fn reconcile(&self) -> Result<(), String> {
-        let rib = match self.speaker.list().await {
+        let listed = self.speaker.list().await;
+        metrics().bgp(self.speaker.name(), "list", listed.is_ok());
+        let rib = match listed {
             Ok(Some(rib)) => rib,
             Ok(None) => return Ok(()),
             Err(e) => return Err(e.to_string()),
@@ -587,7 +600,9 @@ impl Checker {
                     })
                     .await
                     .map_err(err)?;
-                match self.speaker.announce(&route).await {
+                let result = self.speaker.announce(&route).await;
+                metrics().bgp(self.speaker.name(), "announce", result.is_ok());
+                match result {
                     Ok(()) => {}
                     Err(e) => {
                         let wait = self.backoff(row.attempts);
@@ -625,6 +640,7 @@ impl Checker {
             }
             tracing::warn!(%prefix, "stale route of ours in the speaker's RIB; withdrawing");
             let outcome = self.speaker.withdraw(&route).await;
+            metrics().bgp(self.speaker.name(), "withdraw", outcome.is_ok());
             self.store
                 .record_event(&NewEvent {
                     at: now,

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod decision;
 pub mod fastnetmon;
+pub mod metrics;
 pub mod spool;
 pub mod store;
 

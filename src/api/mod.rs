@@ -8,6 +8,7 @@ mod events;
 mod health;
 mod hosts;
 pub mod json;
+mod metrics;
 pub mod notifications;
 
 use std::sync::Arc;
@@ -47,8 +48,10 @@ pub fn router(state: AppState) -> Router {
         .merge(escalations::router())
         .merge(events::router())
         .merge(health::router())
+        .merge(metrics::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(count_request))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -75,6 +78,31 @@ pub fn router(state: AppState) -> Router {
                 ),
         )
         .with_state(state)
+}
+
+/// Counts every request by method, matched route and status (the route, not the raw path, so
+/// the label set stays bounded whatever clients send).
+async fn count_request(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let method = req.method().as_str().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "(unmatched)".into());
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let m = crate::metrics::metrics();
+    m.http_requests
+        .get_or_create(&crate::metrics::HttpLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status: resp.status().as_u16().to_string(),
+        })
+        .inc();
+    m.http_request_duration
+        .get_or_create(&crate::metrics::RouteLabels { method, route })
+        .observe(started.elapsed().as_secs_f64());
+    resp
 }
 
 async fn not_found() -> ApiError {

@@ -102,6 +102,10 @@ async fn receive(
         payload: String::from_utf8_lossy(&body).into_owned(),
     };
     let recorded = state.store.record_notification(&incoming).await?;
+    crate::metrics::metrics().notification(
+        incoming.notification.action.as_str(),
+        recorded.outcome.as_str(),
+    );
     if recorded.wake_checker {
         state.checker.wake();
     }

@@ -275,10 +275,14 @@ pub async fn sweep(store: &Store, spool: &Spool) -> Result<usize, String> {
             actor: "spool".into(),
             payload: body,
         };
-        store
+        let recorded = store
             .record_notification(&incoming)
             .await
             .map_err(|e| e.to_string())?;
+        crate::metrics::metrics().notification(
+            incoming.notification.action.as_str(),
+            recorded.outcome.as_str(),
+        );
         spool.remove(&path).map_err(|e| e.to_string())?;
         delivered += 1;
     }

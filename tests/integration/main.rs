@@ -4,4 +4,5 @@ mod bgp_gobgp;
 mod e2e_gobgp;
 mod escalation;
 mod notifications;
+mod operator;
 mod support;

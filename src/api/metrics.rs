@@ -1,0 +1,45 @@
+//! `GET /metrics`: Prometheus text exposition. Gauges that mirror the ledger are refreshed from
+//! the store at scrape time, so they can never drift from what the API shows.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::AppState;
+use crate::config::Role;
+use crate::metrics::{metrics, StateLabels};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/metrics", get(scrape))
+}
+
+async fn scrape(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Role::Read)?;
+    let m = metrics();
+    m.banned_hosts
+        .set(state.store.count_hosts(Some("banned")).await?);
+    let counts = state.store.count_escalations_by_state().await?;
+    for s in ["pending", "active", "withdrawn", "refused", "failed"] {
+        let n = counts
+            .iter()
+            .find(|(state, _)| state == s)
+            .map_or(0, |(_, n)| *n);
+        m.escalations
+            .get_or_create(&StateLabels { state: s.into() })
+            .set(n);
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.render(),
+    ))
+}
