@@ -137,3 +137,96 @@ async fn cli_client_shows_tables_and_json_and_drives_overrides() {
     assert!(out.contains("noc"), "the audit log names who acted: {out}");
     app.stop().await;
 }
+
+/// SIGTERM: the request in flight completes, the process exits cleanly, and the announced
+/// route stays at the upstream (routes are state, not process lifetime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_and_leaves_routes_in_place() {
+    use std::io::{Read, Write};
+
+    use crate::support::app::{free_addr, test_config, write_config, Service};
+    use crate::support::lab::Lab;
+
+    let lab = Lab::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    let addr = free_addr();
+    config.server.listen = addr;
+    config.bgp.backend = fnm_escalator::config::Backend::Gobgp;
+    config.bgp.gobgp_api = lab.gobgp_api();
+    let cfg = write_config(&config, dir.path());
+    let mut svc = Service::start(&cfg, addr, &dir.path().join("serve.log"));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let ban = serde_json::to_vec(&json!({
+        "ip": "198.51.100.4", "action": "ban",
+        "attack_details": {"total_incoming_traffic": 50_000_000, "total_incoming_pps": 5}
+    }))
+    .expect("json");
+    let r = http
+        .post(format!("{}/api/v1/notifications", svc.url))
+        .bearer_auth(NOTIFY)
+        .body(ban.clone())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 201);
+    let routes = lab.wait_for_routes(
+        |r| r.iter().any(|r| r.prefix.to_string() == "198.51.100.0/24"),
+        Duration::from_secs(10),
+    );
+    assert!(routes
+        .iter()
+        .any(|r| r.prefix.to_string() == "198.51.100.0/24"));
+
+    // A request half sent when SIGTERM arrives.
+    let (status_line, exit) = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let head = format!(
+            "POST /api/v1/notifications HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {NOTIFY}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            ban.len()
+        );
+        s.write_all(head.as_bytes()).expect("write");
+        s.write_all(&ban[..10]).expect("write");
+        std::thread::sleep(Duration::from_millis(200));
+        let pid = svc.child.id().to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+        std::thread::sleep(Duration::from_millis(300));
+        s.write_all(&ban[10..]).expect("write rest");
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let status_line = String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        drop(s);
+        let exit = svc.child.wait().expect("wait");
+        (status_line, exit)
+    })
+    .await
+    .expect("join");
+    assert!(
+        status_line.contains(" 201") || status_line.contains(" 200"),
+        "{status_line:?}"
+    );
+    assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+    // The route is still at BIRD after the service is gone.
+    std::thread::sleep(Duration::from_millis(300));
+    let routes = lab.bird_routes();
+    assert!(
+        routes
+            .iter()
+            .any(|r| r.prefix.to_string() == "198.51.100.0/24"),
+        "{routes:?}"
+    );
+}
