@@ -1,2 +1,2 @@
 #!/bin/sh
-exec /usr/local/bin/fnm-escalator notify --config /etc/fnm-escalator/config.toml "$@"
+exec "${FNM_ESCALATOR_BIN:-/usr/local/bin/fnm-escalator}" notify --config "${FNM_ESCALATOR_CONFIG:-/etc/fnm-escalator/config.toml}" "$@"

@@ -412,6 +412,7 @@ impl Checker {
     /// Announces what is pending or due for a retry, and withdraws what was decided.
     async fn carry_out(&self, report: &mut CycleReport) -> Result<(), StoreError> {
         let now = now_ms();
+        let mut to_announce = Vec::new();
         for row in self.store.live_escalations().await? {
             let due = row.next_attempt_at.is_none_or(|t| t <= now);
             if !due {
@@ -428,89 +429,95 @@ impl Checker {
                 if self.withdraw(&row, &route).await? {
                     report.withdrawn += 1;
                 }
-            } else if row.state != "active" && !self.announce(&row, &route, "").await? {
-                report.announce_failures += 1;
+            } else if row.state != "active" {
+                to_announce.push((row, route));
             }
         }
+        report.announce_failures += self.announce(&to_announce).await?;
         Ok(())
     }
 
-    /// Announces one ledger row; returns whether it is now announced.
-    async fn announce(
-        &self,
-        row: &EscalationRow,
-        route: &Route,
-        note: &str,
-    ) -> Result<bool, StoreError> {
+    /// Announces ledger rows, all at once through the speaker's batch call, and records the
+    /// outcomes in one transaction each; returns how many failed.
+    async fn announce(&self, rows: &[(EscalationRow, Route)]) -> Result<usize, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
         let now = now_ms();
-        if row.dry_run {
+        let (dry, real): (Vec<_>, Vec<_>) = rows.iter().partition(|(row, _)| row.dry_run);
+        let dry_ids: Vec<(i64, String)> =
+            dry.iter().map(|(r, _)| (r.id, r.prefix.clone())).collect();
+        self.store
+            .mark_announced_many(
+                &dry_ids,
+                now,
+                ACTOR,
+                " (dry run: nothing sent to the speaker)",
+            )
+            .await?;
+        if real.is_empty() {
+            return Ok(0);
+        }
+        let routes: Vec<Route> = real.iter().map(|(_, r)| r.clone()).collect();
+        let results = self.speaker.announce_batch(&routes).await;
+        let now = now_ms();
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        let mut foreign = Vec::new();
+        for ((row, route), result) in real.iter().zip(results) {
+            metrics().bgp(self.speaker.name(), "announce", result.is_ok());
+            match result {
+                Ok(()) => ok.push((row.id, row.prefix.clone())),
+                Err(BgpError::ForeignRoute { prefix }) => foreign.push((row, route, prefix)),
+                Err(e) => {
+                    let wait = self.backoff(row.attempts);
+                    tracing::warn!(prefix = %row.prefix, error = %e, retry_in = ?wait, "announce failed");
+                    failed.push((row.id, row.prefix.clone(), e.to_string(), now + ms(wait)));
+                }
+            }
+        }
+        if !ok.is_empty() {
+            tracing::info!(count = ok.len(), backend = self.speaker.name(), "announced");
+        }
+        self.store.mark_announced_many(&ok, now, ACTOR, "").await?;
+        self.store.mark_announce_failed_many(&failed, now).await?;
+        for (row, route, prefix) in &foreign {
+            // Someone else's route holds the prefix: do not replace it. The escalation is
+            // closed as refused; reconciliation retries once the foreign route is gone.
+            tracing::warn!(%prefix, rule = "foreign_route", "not announcing over a foreign route");
             self.store
-                .mark_announced(
+                .mark_withdrawn(
                     row.id,
                     &row.prefix,
                     now,
                     ACTOR,
-                    " (dry run: nothing sent to the speaker)",
+                    " (never announced: a foreign route holds the prefix)",
                 )
                 .await?;
-            return Ok(true);
+            self.store
+                .insert_escalation(&NewEscalation {
+                    route: (*route).clone(),
+                    state: "refused",
+                    origin: if row.origin == "manual" {
+                        "manual"
+                    } else {
+                        "auto"
+                    },
+                    reason: format!(
+                        "{prefix} is in the speaker's RIB with attributes that are not ours"
+                    ),
+                    rule: Some(Rule::ForeignRoute.as_str()),
+                    hosts: row.hosts(),
+                    dry_run: row.dry_run,
+                    expires_at: None,
+                    created_by: ACTOR.into(),
+                    at: now,
+                    detail: json!({ "escalation_id": row.id }),
+                })
+                .await?;
+            metrics().refusal(Rule::ForeignRoute.as_str());
         }
-        let result = self.speaker.announce(route).await;
-        metrics().bgp(self.speaker.name(), "announce", result.is_ok());
-        match result {
-            Ok(()) => {
-                tracing::info!(prefix = %row.prefix, backend = self.speaker.name(), "announced");
-                self.store
-                    .mark_announced(row.id, &row.prefix, now, ACTOR, note)
-                    .await?;
-                Ok(true)
-            }
-            Err(BgpError::ForeignRoute { prefix }) => {
-                // Someone else's route holds the prefix: do not replace it. The escalation is
-                // closed as refused; reconciliation retries once the foreign route is gone.
-                tracing::warn!(%prefix, rule = "foreign_route", "not announcing over a foreign route");
-                self.store
-                    .mark_withdrawn(
-                        row.id,
-                        &row.prefix,
-                        now,
-                        ACTOR,
-                        " (never announced: a foreign route holds the prefix)",
-                    )
-                    .await?;
-                self.store
-                    .insert_escalation(&NewEscalation {
-                        route: route.clone(),
-                        state: "refused",
-                        origin: if row.origin == "manual" {
-                            "manual"
-                        } else {
-                            "auto"
-                        },
-                        reason: format!(
-                            "{prefix} is in the speaker's RIB with attributes that are not ours"
-                        ),
-                        rule: Some(Rule::ForeignRoute.as_str()),
-                        hosts: row.hosts(),
-                        dry_run: row.dry_run,
-                        expires_at: None,
-                        created_by: ACTOR.into(),
-                        at: now,
-                        detail: json!({ "escalation_id": row.id }),
-                    })
-                    .await?;
-                metrics().refusal(Rule::ForeignRoute.as_str());
-                Ok(false)
-            }
-            Err(e) => {
-                let wait = self.backoff(row.attempts);
-                tracing::warn!(prefix = %row.prefix, error = %e, retry_in = ?wait, "announce failed");
-                self.store
-                    .mark_announce_failed(row.id, &row.prefix, now, &e.to_string(), now + ms(wait))
-                    .await?;
-                Ok(false)
-            }
-        }
+        Ok(failed.len() + foreign.len())
     }
 
     /// Withdraws one ledger row; returns whether it is done.

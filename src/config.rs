@@ -31,6 +31,7 @@ pub struct Config {
     pub bgp: Bgp,
     pub notify: Notify,
     pub fastnetmon: Fastnetmon,
+    pub samples: Samples,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +49,9 @@ pub struct Server {
     /// could not be delivered while the service was down.
     #[serde(with = "humantime_serde")]
     pub spool_sweep_interval: Duration,
+    /// Largest `POST /write` body (InfluxDB push) accepted, in bytes: one push carries every
+    /// active host of the network, far more than a notification.
+    pub max_write_bytes: usize,
 }
 
 impl Default for Server {
@@ -58,6 +62,7 @@ impl Default for Server {
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             spool_sweep_interval: Duration::from_secs(5),
+            max_write_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -193,6 +198,8 @@ impl Default for Escalation {
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Gobgp,
+    Exabgp,
+    Exec,
     None,
 }
 
@@ -200,6 +207,8 @@ impl Backend {
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Gobgp => "gobgp",
+            Backend::Exabgp => "exabgp",
+            Backend::Exec => "exec",
             Backend::None => "none",
         }
     }
@@ -211,6 +220,8 @@ pub struct Bgp {
     pub backend: Backend,
     /// gobgpd's gRPC API, `host:port`.
     pub gobgp_api: String,
+    /// The Unix socket `fnm-escalator exabgp-bridge` (ExaBGP's API process) connects to.
+    pub exabgp_socket: PathBuf,
     pub communities: Vec<Community>,
     pub large_communities: Vec<LargeCommunity>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -227,6 +238,8 @@ pub struct Bgp {
     pub retry_initial: Duration,
     #[serde(with = "humantime_serde")]
     pub retry_max: Duration,
+    /// `[bgp.exec]`: the argv templates of the `exec` backend.
+    pub exec: crate::bgp::exec::ExecTemplates,
 }
 
 impl Default for Bgp {
@@ -234,6 +247,7 @@ impl Default for Bgp {
         Bgp {
             backend: Backend::None,
             gobgp_api: "127.0.0.1:50051".into(),
+            exabgp_socket: PathBuf::from("/run/fnm-escalator/exabgp.sock"),
             communities: vec![Community::new(65001, 777)],
             large_communities: Vec::new(),
             next_hop_ipv4: Some(IpAddr::from([192, 0, 2, 1])),
@@ -242,6 +256,7 @@ impl Default for Bgp {
             timeout: Duration::from_secs(5),
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
+            exec: crate::bgp::exec::ExecTemplates::default(),
         }
     }
 }
@@ -278,8 +293,22 @@ pub struct Fastnetmon {
     pub api_url: Option<String>,
     pub api_user: String,
     pub api_password: String,
+    /// How often the Advanced API is polled (ban list, then the counters of every banned host).
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// Per request to FastNetMon (one host's counters, the ban list, one gRPC call).
+    #[serde(with = "humantime_serde")]
+    pub api_timeout: Duration,
+    /// Counter requests in flight at once against the Advanced API.
+    pub api_concurrency: usize,
+    /// Make the ban list here follow FastNetMon's (hosts missing here are banned; hosts absent
+    /// there for two consecutive polls are unbanned). Off: the sources only bring counters.
+    pub reconcile_ban_list: bool,
+    /// FastNetMon Community's gRPC API (`127.0.0.1:50052`); unset = not polled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_grpc: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub community_poll_interval: Duration,
 }
 
 impl Default for Fastnetmon {
@@ -289,6 +318,11 @@ impl Default for Fastnetmon {
             api_user: "admin".into(),
             api_password: String::new(),
             poll_interval: Duration::from_secs(5),
+            api_timeout: Duration::from_secs(2),
+            api_concurrency: 32,
+            reconcile_ban_list: true,
+            community_grpc: None,
+            community_poll_interval: Duration::from_secs(10),
         }
     }
 }
@@ -300,7 +334,35 @@ impl fmt::Debug for Fastnetmon {
             .field("api_user", &self.api_user)
             .field("api_password", &REDACTED)
             .field("poll_interval", &self.poll_interval)
+            .field("api_timeout", &self.api_timeout)
+            .field("api_concurrency", &self.api_concurrency)
+            .field("reconcile_ban_list", &self.reconcile_ban_list)
+            .field("community_grpc", &self.community_grpc)
+            .field("community_poll_interval", &self.community_poll_interval)
             .finish()
+    }
+}
+
+/// Traffic sample history. The newest sample per host is always kept (the decision reads only
+/// that); older ones are history for the audit, thinned on write and expired by age.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Samples {
+    /// History older than this is deleted.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// At most one history row per host per this interval from the live sources ("0s": every
+    /// sample). Notification samples are always kept.
+    #[serde(with = "humantime_serde")]
+    pub history_interval: Duration,
+}
+
+impl Default for Samples {
+    fn default() -> Self {
+        Samples {
+            retention: Duration::from_secs(3600),
+            history_interval: Duration::from_secs(10),
+        }
     }
 }
 
@@ -387,6 +449,12 @@ impl Config {
                 self.server.spool_sweep_interval,
             ),
             ("thresholds.sample_max_age", self.thresholds.sample_max_age),
+            ("fastnetmon.api_timeout", self.fastnetmon.api_timeout),
+            (
+                "fastnetmon.community_poll_interval",
+                self.fastnetmon.community_poll_interval,
+            ),
+            ("samples.retention", self.samples.retention),
         ] {
             if d.is_zero() {
                 bad(key.into(), "must be longer than 0s".into());
@@ -476,6 +544,21 @@ impl Config {
         if self.bgp.backend == Backend::Gobgp && self.bgp.gobgp_api.trim().is_empty() {
             bad("bgp.gobgp_api".into(), "empty".into());
         }
+        if self.bgp.backend == Backend::Exabgp {
+            let socket = self.bgp.exabgp_socket.as_os_str().len();
+            if socket == 0 {
+                bad("bgp.exabgp_socket".into(), "empty".into());
+            } else if socket > 107 {
+                bad(
+                    "bgp.exabgp_socket".into(),
+                    format!("{socket} bytes long; a Unix socket path has at most 107"),
+                );
+            }
+        }
+        let exec_in_use = self.bgp.backend == Backend::Exec;
+        for (key, reason) in crate::bgp::exec::config_issues(&self.bgp.exec, exec_in_use) {
+            bad(key, reason);
+        }
 
         let mut names = HashSet::new();
         for (i, t) in self.auth.tokens.iter().enumerate() {
@@ -518,13 +601,51 @@ impl Config {
                 );
             }
         }
-        if let Some(url) = &self.fastnetmon.api_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+        let f = &self.fastnetmon;
+        if let Some(url) = &f.api_url {
+            if url.starts_with("https://") {
+                // reqwest is built without TLS here; fail at start-up, not at every poll.
                 bad(
                     "fastnetmon.api_url".into(),
-                    format!("`{url}` is not an http:// or https:// URL"),
+                    format!(
+                        "`{url}`: https is not supported; use FastNetMon's plain-HTTP API \
+                         listener (web_api_host, default 127.0.0.1:10007)"
+                    ),
+                );
+            } else if !url.starts_with("http://") || url.len() <= "http://".len() {
+                bad(
+                    "fastnetmon.api_url".into(),
+                    format!("`{url}` is not an http:// URL"),
                 );
             }
+            if f.api_timeout >= f.poll_interval && !f.api_timeout.is_zero() {
+                bad(
+                    "fastnetmon.api_timeout".into(),
+                    format!(
+                        "{} must be shorter than fastnetmon.poll_interval ({}): a poll cycle \
+                         ends within one interval",
+                        humantime::format_duration(f.api_timeout),
+                        humantime::format_duration(f.poll_interval)
+                    ),
+                );
+            }
+        }
+        if !(1..=1024).contains(&f.api_concurrency) {
+            bad(
+                "fastnetmon.api_concurrency".into(),
+                format!("{} is outside 1..=1024", f.api_concurrency),
+            );
+        }
+        if let Some(addr) = &f.community_grpc {
+            if let Err(reason) = crate::sources::community::endpoint_uri(addr) {
+                bad("fastnetmon.community_grpc".into(), reason);
+            }
+        }
+        if self.server.max_write_bytes < 1024 {
+            bad(
+                "server.max_write_bytes".into(),
+                "must be at least 1024".into(),
+            );
         }
         if self.server.database.trim().is_empty() {
             bad("server.database".into(), "empty".into());
@@ -876,6 +997,75 @@ poll_interval = "5s"
         assert!(!out.contains("secret\""), "{out}");
         assert!(out.contains("<redacted>"));
         assert!(!format!("{c:?}").contains("change-me"));
+    }
+
+    #[test]
+    fn live_sources_are_off_by_default_and_bounded() {
+        let c = Config::load_with_env(None, Vec::new()).expect("defaults");
+        let f = &c.fastnetmon;
+        assert_eq!(f.api_url, None);
+        assert_eq!(f.community_grpc, None);
+        assert!(f.reconcile_ban_list);
+        assert_eq!(f.api_timeout, Duration::from_secs(2));
+        assert_eq!(f.api_concurrency, 32);
+        assert_eq!(f.community_poll_interval, Duration::from_secs(10));
+        assert_eq!(c.samples.retention, Duration::from_secs(3600));
+        assert_eq!(c.samples.history_interval, Duration::from_secs(10));
+        assert_eq!(c.server.max_write_bytes, 16 * 1024 * 1024);
+        let c = load(
+            "[fastnetmon]\ncommunity_grpc = \"127.0.0.1:50052\"\napi_timeout = \"1s\"\n\
+             [samples]\nretention = \"10m\"\nhistory_interval = \"0s\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.fastnetmon.community_grpc.as_deref(),
+            Some("127.0.0.1:50052")
+        );
+        assert_eq!(c.samples.history_interval, Duration::ZERO);
+    }
+
+    #[test]
+    fn live_source_settings_name_their_key() {
+        for (toml, key) in [
+            (
+                "[fastnetmon]\napi_url = \"https://127.0.0.1:10443\"\n",
+                "fastnetmon.api_url",
+            ),
+            (
+                "[fastnetmon]\napi_url = \"127.0.0.1:10007\"\n",
+                "fastnetmon.api_url",
+            ),
+            (
+                "[fastnetmon]\napi_url = \"http://127.0.0.1:10007\"\napi_timeout = \"5s\"\n",
+                "fastnetmon.api_timeout",
+            ),
+            (
+                "[fastnetmon]\napi_timeout = \"0s\"\n",
+                "fastnetmon.api_timeout",
+            ),
+            (
+                "[fastnetmon]\napi_concurrency = 0\n",
+                "fastnetmon.api_concurrency",
+            ),
+            (
+                "[fastnetmon]\ncommunity_grpc = \"127.0.0.1\"\n",
+                "fastnetmon.community_grpc",
+            ),
+            (
+                "[fastnetmon]\ncommunity_grpc = \"\"\n",
+                "fastnetmon.community_grpc",
+            ),
+            (
+                "[fastnetmon]\ncommunity_poll_interval = \"0s\"\n",
+                "fastnetmon.community_poll_interval",
+            ),
+            ("[samples]\nretention = \"0s\"\n", "samples.retention"),
+            ("[samples]\nretension = \"1h\"\n", "samples.retension"),
+            ("[server]\nmax_write_bytes = 10\n", "server.max_write_bytes"),
+        ] {
+            let keys = issue_keys(load(toml));
+            assert_eq!(keys, vec![key.to_string()], "{toml}");
+        }
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! blackholed host's covering prefix must be escalated, and announces it through a BGP speaker.
 //!
 //! Flow: `fastnetmon` (inputs) -> `store` (SQLite) -> `decision` (pure policy) -> `checker`
-//! (the loop) -> `bgp` (speakers); `api` serves status and overrides on the side; `spool` holds
-//! what the notify command could not deliver.
+//! (the loop) -> `bgp` (speakers); `sources` polls FastNetMon's APIs for the ban list and live
+//! counters; `api` serves status and overrides on the side; `spool` holds what the notify command
+//! could not deliver; `retention` keeps the sample history bounded.
 
 pub mod api;
 pub mod bgp;
@@ -14,6 +15,8 @@ pub mod config;
 pub mod decision;
 pub mod fastnetmon;
 pub mod metrics;
+pub mod retention;
+pub mod sources;
 pub mod spool;
 pub mod store;
 
@@ -30,6 +33,9 @@ use crate::bgp::Speaker;
 use crate::checker::{Checker, CheckerHandle};
 use crate::config::{Backend, Config};
 use crate::decision::Policy;
+use crate::sources::advanced::AdvancedPoller;
+use crate::sources::community::CommunityPoller;
+use crate::sources::Sources;
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +46,12 @@ pub enum RunError {
     Bgp(#[from] bgp::BgpError),
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
+    #[error("FastNetMon source: {0}")]
+    Source(String),
 }
 
-/// Builds the configured speaker. Connecting is lazy: the service starts while gobgpd is down.
+/// Builds the configured speaker. Connecting is lazy: the service starts while gobgpd is down
+/// (the ExaBGP backend binds its socket here, so a socket in use stops start-up).
 pub fn speaker(config: &Config) -> Result<Arc<dyn Speaker>, bgp::BgpError> {
     Ok(match config.bgp.backend {
         Backend::None => Arc::new(bgp::none::NoneSpeaker),
@@ -50,11 +59,20 @@ pub fn speaker(config: &Config) -> Result<Arc<dyn Speaker>, bgp::BgpError> {
             &config.bgp.gobgp_api,
             config.bgp.timeout,
         )?),
+        Backend::Exabgp => Arc::new(bgp::exabgp::ExabgpSpeaker::new(
+            &config.bgp.exabgp_socket,
+            config.bgp.timeout,
+        )?),
+        Backend::Exec => Arc::new(bgp::exec::ExecSpeaker::new(
+            &config.bgp.exec,
+            config.bgp.timeout,
+        )?),
     })
 }
 
-/// Runs the service on `listener` until `shutdown` completes: the API, the checker and the
-/// spool sweeper. Production binds the configured address; tests bind `127.0.0.1:0`.
+/// Runs the service on `listener` until `shutdown` completes: the API, the checker, the spool
+/// sweeper, the FastNetMon pollers and sample retention. Production binds the configured
+/// address; tests bind `127.0.0.1:0`.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -78,6 +96,24 @@ pub async fn run_with(
     let handle = CheckerHandle::new(config.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    // The pollers are built first: a bad source setting fails start-up before anything runs.
+    let sources = Sources::new(&config, clock::now_ms());
+    let advanced = AdvancedPoller::new(
+        &config,
+        store.clone(),
+        policy.clone(),
+        handle.clone(),
+        sources.advanced.clone(),
+    )
+    .map_err(|e| RunError::Source(e.to_string()))?;
+    let community = CommunityPoller::new(
+        &config,
+        store.clone(),
+        handle.clone(),
+        sources.community.clone(),
+    )
+    .map_err(RunError::Source)?;
+
     let checker = Checker::new(
         store.clone(),
         speaker.clone(),
@@ -85,14 +121,25 @@ pub async fn run_with(
         policy.clone(),
         handle.clone(),
     );
-    let checker_task = tokio::spawn(checker.run(stop_rx.clone()));
-    let sweeper_task = tokio::spawn(cli::notify::sweep_loop(
+    let mut tasks = vec![tokio::spawn(checker.run(stop_rx.clone()))];
+    tasks.push(tokio::spawn(cli::notify::sweep_loop(
         store.clone(),
         config.spool_dir(),
         config.server.spool_sweep_interval,
         handle.clone(),
+        stop_rx.clone(),
+    )));
+    if let Some(poller) = advanced {
+        tasks.push(tokio::spawn(poller.run(stop_rx.clone())));
+    }
+    if let Some(poller) = community {
+        tasks.push(tokio::spawn(poller.run(stop_rx.clone())));
+    }
+    tasks.push(tokio::spawn(retention::run(
+        store.clone(),
+        config.samples.clone(),
         stop_rx,
-    ));
+    )));
 
     let state = AppState {
         config: config.clone(),
@@ -101,6 +148,7 @@ pub async fn run_with(
         tokens: Tokens::new(config.auth.tokens.clone()),
         checker: handle,
         speaker,
+        sources,
     };
     if state.tokens.is_open() {
         tracing::warn!(
@@ -118,7 +166,7 @@ pub async fn run_with(
         .with_graceful_shutdown(shutdown)
         .await;
     let _ = stop_tx.send(true);
-    for task in [checker_task, sweeper_task] {
+    for task in tasks {
         if tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .is_err()

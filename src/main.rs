@@ -195,7 +195,10 @@ fn client_command(command: Command) -> Result<(), String> {
                 let v = c.get("/api/v1/events", &q).await?;
                 print(&c, &v, |v| table(v["events"].as_array().map(Vec::as_slice).unwrap_or(&[]), &client::EVENT_COLUMNS));
             }
-            Command::Serve { .. } | Command::Notify { .. } | Command::CheckConfig { .. } => {}
+            Command::Serve { .. }
+            | Command::Notify { .. }
+            | Command::CheckConfig { .. }
+            | Command::ExabgpBridge { .. } => {}
         }
         Ok(())
     })
@@ -221,6 +224,9 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             };
+        }
+        Command::ExabgpBridge { socket } => {
+            return fnm_escalator::bgp::exabgp::bridge::main(&socket);
         }
         Command::CheckConfig { config } => match check_config(&config) {
             Ok(text) => {

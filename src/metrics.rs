@@ -69,6 +69,9 @@ pub struct Metrics {
     pub source_polls: Family<SourceLabels, Counter>,
     pub source_errors: Family<SourceLabels, Counter>,
     pub source_poll_duration: Family<SourceLabels, Histogram>,
+    /// 1 when an enabled source reported within its staleness bound (or is disabled), else 0.
+    pub source_healthy: Family<SourceLabels, Gauge>,
+    pub source_last_success: Family<SourceLabels, Gauge>,
     pub checker_cycle_duration: Histogram,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_request_duration: Family<RouteLabels, Histogram>,
@@ -94,6 +97,8 @@ impl Metrics {
             source_polls: Family::default(),
             source_errors: Family::default(),
             source_poll_duration: Family::new_with_constructor(latency_histogram),
+            source_healthy: Family::default(),
+            source_last_success: Family::default(),
             checker_cycle_duration: latency_histogram(),
             http_requests: Family::default(),
             http_request_duration: Family::new_with_constructor(latency_histogram),
@@ -140,6 +145,16 @@ impl Metrics {
             "source_poll_duration_seconds",
             "Duration of one poll cycle of a source",
             m.source_poll_duration.clone(),
+        );
+        registry.register(
+            "source_healthy",
+            "1 when a live FastNetMon source reported recently enough (or is not enabled)",
+            m.source_healthy.clone(),
+        );
+        registry.register(
+            "source_last_success_timestamp_seconds",
+            "Unix time of the last successful poll or push of a source",
+            m.source_last_success.clone(),
         );
         registry.register(
             "checker_cycle_duration_seconds",

@@ -1,5 +1,5 @@
 //! `/healthz` (the process answers) and `/readyz` (the database is writable and the BGP speaker
-//! reachable; the body says which part is not).
+//! reachable; the body says which part is not, and how the live FastNetMon sources are doing).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,6 +8,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::AppState;
+use crate::clock::now_ms;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -35,6 +36,13 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::
     if !speaker.reachable {
         degraded.push("bgp");
     }
+    // A stale source degrades the service but does not make it unready: notifications still
+    // escalate, and missing samples never withdraw anything. So 200, with `sources` named.
+    let now = now_ms();
+    let unhealthy = state.sources.unhealthy(now);
+    if !unhealthy.is_empty() {
+        degraded.push("sources");
+    }
     let status = if ready {
         StatusCode::OK
     } else {
@@ -43,11 +51,12 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::
     (
         status,
         Json(json!({
-            "status": if ready { "ready" } else { "degraded" },
+            "status": if degraded.is_empty() { "ready" } else { "degraded" },
             "degraded": degraded,
             "database": db,
             "bgp": speaker,
             "checker": checker,
+            "sources": state.sources.views(now),
             "dry_run": state.config.escalation.dry_run,
         })),
     )

@@ -10,8 +10,9 @@ use axum::Router;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::AppState;
+use crate::clock::now_ms;
 use crate::config::Role;
-use crate::metrics::{metrics, StateLabels};
+use crate::metrics::{metrics, SourceLabels, StateLabels};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(scrape))
@@ -34,6 +35,18 @@ async fn scrape(
         m.escalations
             .get_or_create(&StateLabels { state: s.into() })
             .set(n);
+    }
+    let now = now_ms();
+    for source in state.sources.all() {
+        let l = SourceLabels {
+            source: source.name().into(),
+        };
+        m.source_healthy
+            .get_or_create(&l)
+            .set(i64::from(source.healthy(now)));
+        if let Some(t) = source.last_success() {
+            m.source_last_success.get_or_create(&l).set(t / 1000);
+        }
     }
     Ok((
         [(

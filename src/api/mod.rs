@@ -10,6 +10,7 @@ mod hosts;
 pub mod json;
 mod metrics;
 pub mod notifications;
+mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use crate::bgp::Speaker;
 use crate::checker::CheckerHandle;
 use crate::config::Config;
 use crate::decision::Policy;
+use crate::sources::Sources;
 use crate::store::Store;
 use auth::Tokens;
 use error::ApiError;
@@ -37,13 +39,17 @@ pub struct AppState {
     pub tokens: Tokens,
     pub checker: CheckerHandle,
     pub speaker: Arc<dyn Speaker>,
+    /// Health of the live FastNetMon sources.
+    pub sources: Sources,
 }
 
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.server.max_body_bytes;
     let timeout = state.config.server.request_timeout;
+    let max_write = state.config.server.max_write_bytes;
     Router::new()
         .merge(notifications::router())
+        .merge(write::router(max_write))
         .merge(hosts::router())
         .merge(escalations::router())
         .merge(events::router())

@@ -1,6 +1,9 @@
 //! The BGP speaker side: what a route of ours looks like, and the `Speaker` trait that every
-//! backend (gobgpd over gRPC, none) implements. The checker only ever talks to this trait.
+//! backend (gobgpd over gRPC, ExaBGP through its process API, exec'd commands, none) implements.
+//! The checker only ever talks to this trait.
 
+pub mod exabgp;
+pub mod exec;
 pub mod gobgp;
 pub mod none;
 
@@ -192,7 +195,7 @@ pub enum Withdrawn {
 /// one path named.
 #[async_trait]
 pub trait Speaker: Send + Sync {
-    /// Short backend name (`gobgp`, `none`).
+    /// Short backend name (`gobgp`, `exabgp`, `exec`, `none`).
     fn name(&self) -> &'static str;
 
     /// Announce (or re-announce, idempotently) one route.
@@ -206,4 +209,14 @@ pub trait Speaker: Send + Sync {
     async fn list(&self) -> Result<Option<Vec<RibPath>>, BgpError>;
 
     async fn health(&self) -> SpeakerHealth;
+
+    /// Announce many routes at once (thousands when a carpet-bombing attack bans a whole
+    /// network); results in input order. Backends that can pipeline override this.
+    async fn announce_batch(&self, routes: &[Route]) -> Vec<Result<(), BgpError>> {
+        let mut out = Vec::with_capacity(routes.len());
+        for r in routes {
+            out.push(self.announce(r).await);
+        }
+        out
+    }
 }

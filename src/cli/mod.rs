@@ -1,4 +1,5 @@
-//! The command line: `serve`, `notify`, `check-config`, and a thin client of the REST API.
+//! The command line: `serve`, `notify`, `check-config`, `exabgp-bridge`, and a thin client of
+//! the REST API.
 //! Errors end as one sentence on stderr and a non-zero exit.
 
 pub mod client;
@@ -59,6 +60,13 @@ pub enum Command {
         /// The arguments FastNetMon passes.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// ExaBGP's API process (`process fnm { run fnm-escalator exabgp-bridge --socket PATH; }`):
+    /// relays the service's commands to ExaBGP and ExaBGP's answers back.
+    ExabgpBridge {
+        /// The service's `bgp.exabgp_socket`.
+        #[arg(long, default_value = "/run/fnm-escalator/exabgp.sock")]
+        socket: PathBuf,
     },
     /// Validate a config and print the effective settings, secrets redacted.
     CheckConfig {

@@ -355,30 +355,47 @@ impl Store {
         actor: &str,
         note: &str,
     ) -> Result<(), StoreError> {
+        self.mark_announced_many(&[(id, prefix.to_string())], at, actor, note)
+            .await
+    }
+
+    /// Many confirmations in one transaction (a burst of escalations is one commit).
+    pub async fn mark_announced_many(
+        &self,
+        rows: &[(i64, String)],
+        at: Millis,
+        actor: &str,
+        note: &str,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.write.begin().await?;
-        sqlx::query(
-            "UPDATE escalations SET state = 'active', announced_at = COALESCE(announced_at, ?),
-                 updated_at = ?, attempts = attempts + 1, next_attempt_at = NULL, last_error = NULL
-             WHERE id = ?",
-        )
-        .bind(at)
-        .bind(at)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        insert_event(
-            &mut tx,
-            &NewEvent {
-                at,
-                actor: actor.into(),
-                kind: "announced".into(),
-                ip: None,
-                prefix: Some(prefix.into()),
-                message: format!("announced {prefix}{note}"),
-                detail: Some(serde_json::json!({ "escalation_id": id })),
-            },
-        )
-        .await?;
+        for (id, prefix) in rows {
+            sqlx::query(
+                "UPDATE escalations SET state = 'active', announced_at = COALESCE(announced_at, ?),
+                     updated_at = ?, attempts = attempts + 1, next_attempt_at = NULL, last_error = NULL
+                 WHERE id = ?",
+            )
+            .bind(at)
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            insert_event(
+                &mut tx,
+                &NewEvent {
+                    at,
+                    actor: actor.into(),
+                    kind: "announced".into(),
+                    ip: None,
+                    prefix: Some(prefix.clone()),
+                    message: format!("announced {prefix}{note}"),
+                    detail: Some(serde_json::json!({ "escalation_id": id })),
+                },
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -392,33 +409,55 @@ impl Store {
         error: &str,
         next_attempt_at: Millis,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
-        let attempts: i64 = sqlx::query_scalar(
-            "UPDATE escalations SET state = 'failed', updated_at = ?, attempts = attempts + 1,
-                 next_attempt_at = ?, last_error = ?
-             WHERE id = ? RETURNING attempts",
+        self.mark_announce_failed_many(
+            &[(id, prefix.to_string(), error.to_string(), next_attempt_at)],
+            at,
         )
-        .bind(at)
-        .bind(next_attempt_at)
-        .bind(error)
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        // Log the first failure and then every tenth, so a long outage does not flood the log.
-        if attempts == 1 || attempts % 10 == 0 {
-            insert_event(
-                &mut tx,
-                &NewEvent {
-                    at,
-                    actor: "checker".into(),
-                    kind: "announce_failed".into(),
-                    ip: None,
-                    prefix: Some(prefix.into()),
-                    message: format!("announce of {prefix} failed (attempt {attempts}): {error}"),
-                    detail: Some(serde_json::json!({ "escalation_id": id, "attempts": attempts })),
-                },
+        .await
+    }
+
+    /// Many failures in one transaction: `(id, prefix, error, next_attempt_at)`.
+    pub async fn mark_announce_failed_many(
+        &self,
+        rows: &[(i64, String, String, Millis)],
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write.begin().await?;
+        for (id, prefix, error, next_attempt_at) in rows {
+            let attempts: i64 = sqlx::query_scalar(
+                "UPDATE escalations SET state = 'failed', updated_at = ?, attempts = attempts + 1,
+                     next_attempt_at = ?, last_error = ?
+                 WHERE id = ? RETURNING attempts",
             )
+            .bind(at)
+            .bind(next_attempt_at)
+            .bind(error)
+            .bind(id)
+            .fetch_one(&mut *tx)
             .await?;
+            // The first failure and then every tenth: a long outage must not flood the log.
+            if attempts == 1 || attempts % 10 == 0 {
+                insert_event(
+                    &mut tx,
+                    &NewEvent {
+                        at,
+                        actor: "checker".into(),
+                        kind: "announce_failed".into(),
+                        ip: None,
+                        prefix: Some(prefix.clone()),
+                        message: format!(
+                            "announce of {prefix} failed (attempt {attempts}): {error}"
+                        ),
+                        detail: Some(
+                            serde_json::json!({ "escalation_id": id, "attempts": attempts }),
+                        ),
+                    },
+                )
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(())

@@ -30,6 +30,15 @@ pub struct Incoming {
     pub payload: String,
 }
 
+/// A synthetic notification from ban-list reconciliation, and why it was made.
+#[derive(Debug, Clone)]
+pub struct Reconciled {
+    pub incoming: Incoming,
+    /// Goes into the `reconcile` event: "absent from FastNetMon's ban list for 2 consecutive
+    /// polls".
+    pub reason: String,
+}
+
 /// What recording a notification did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -166,123 +175,110 @@ impl Store {
     /// returns Ok the notification is committed.
     pub async fn record_notification(&self, inc: &Incoming) -> Result<Recorded, StoreError> {
         let mut tx = self.write.begin().await?;
-        if let Some(key) = &inc.idempotency_key {
-            let seen: Option<(i64,)> =
-                sqlx::query_as("SELECT id FROM notifications WHERE idempotency_key = ?")
-                    .bind(key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some((id,)) = seen {
-                tx.rollback().await?;
-                return Ok(Recorded {
-                    id: Some(id),
-                    outcome: Outcome::Duplicate,
-                    wake_checker: false,
-                });
-            }
+        let recorded = record_in(&mut tx, inc).await?;
+        if recorded.outcome == Outcome::Duplicate {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
         }
-        let n = &inc.notification;
-        let (outcome, ip) = match &n.scope {
-            Scope::Host { ip } if is_host_action(n.action) => {
-                (apply_to_host(&mut tx, inc, *ip).await?, Some(*ip))
-            }
-            Scope::Host { ip } => (Outcome::RecordedOnly, Some(*ip)),
-            Scope::Hostgroup { .. } => (Outcome::RecordedOnly, None),
-        };
-        let mut wake = matches!(outcome, Outcome::Banned | Outcome::Unbanned);
-        // Traffic at detection time is a sample like any other; attack_status does not refresh
-        // it (FastNetMon sends the detection-time figures again) and unban carries none.
-        if let (Some(ip), Some(traffic)) = (ip, n.traffic) {
-            if matches!(n.action, Action::Ban | Action::AttackDetails) && outcome != Outcome::Stale
-            {
-                let sample = SampleIn {
-                    ip,
-                    at: inc.observed_at,
-                    source: "notification".into(),
-                    traffic,
-                };
-                insert_sample(&mut tx, &sample).await?;
-                wake = true;
-            }
-        }
-        let scope = match &n.scope {
-            Scope::Host { .. } => "host",
-            Scope::Hostgroup { .. } => "hostgroup",
-        };
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO notifications (received_at, observed_at, idempotency_key, source, actor,
-                 action, scope, ip, attack_uuid, outcome, payload)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(inc.received_at)
-        .bind(inc.observed_at)
-        .bind(&inc.idempotency_key)
-        .bind(&inc.source)
-        .bind(&inc.actor)
-        .bind(n.action.as_str())
-        .bind(scope)
-        .bind(ip.map(|i| i.to_string()))
-        .bind(&n.attack_uuid)
-        .bind(outcome.as_str())
-        .bind(&inc.payload)
-        .fetch_one(&mut *tx)
-        .await?;
-
-        let target = match &n.scope {
-            Scope::Host { ip } => ip.to_string(),
-            Scope::Hostgroup { name, .. } => format!("hostgroup {name}"),
-        };
-        let mut message = format!("{} {}", n.action.as_str(), target);
-        if let Some(d) = &n.direction {
-            message.push_str(&format!(" ({d}"));
-            if let Some(t) = &n.attack_type {
-                message.push_str(&format!(", {t}"));
-            }
-            message.push(')');
-        }
-        message.push_str(&format!(": {}", outcome.as_str()));
-        let detail = serde_json::json!({
-            "notification_id": id,
-            "source": inc.source,
-            "outcome": outcome,
-            "attack_uuid": n.attack_uuid,
-            "traffic": n.traffic,
-            "networks": match &n.scope {
-                Scope::Hostgroup { networks, .. } => Some(networks.iter().map(|n| n.to_string()).collect::<Vec<_>>()),
-                Scope::Host { .. } => None,
-            },
-            "flow_spec_rules": if n.flow_spec_rules.is_empty() { None } else { Some(&n.flow_spec_rules) },
-        });
-        sqlx::query(
-            "INSERT INTO events (at, actor, kind, ip, prefix, message, detail)
-             VALUES (?, ?, 'notification', ?, NULL, ?, ?)",
-        )
-        .bind(inc.received_at)
-        .bind(&inc.actor)
-        .bind(ip.map(|i| i.to_string()))
-        .bind(message)
-        .bind(detail.to_string())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Recorded {
-            id: Some(id),
-            outcome,
-            wake_checker: wake,
-        })
+        Ok(recorded)
     }
 
-    /// Stores traffic samples (InfluxDB push, API poll) in one transaction.
+    /// Records ban-list reconciliation (synthetic ban/unban notifications from a FastNetMon
+    /// source) in one transaction, with a `reconcile` event saying why for each one that
+    /// changed a host's state.
+    pub async fn record_reconciliation(
+        &self,
+        items: &[Reconciled],
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let mut out = Vec::with_capacity(items.len());
+        if items.is_empty() {
+            return Ok(out);
+        }
+        let mut tx = self.write.begin().await?;
+        for item in items {
+            let inc = &item.incoming;
+            let recorded = record_in(&mut tx, inc).await?;
+            if matches!(recorded.outcome, Outcome::Banned | Outcome::Unbanned) {
+                let ip = match &inc.notification.scope {
+                    Scope::Host { ip } => Some(ip.to_string()),
+                    Scope::Hostgroup { .. } => None,
+                };
+                let event = super::NewEvent {
+                    at: inc.received_at,
+                    actor: inc.actor.clone(),
+                    kind: "reconcile".into(),
+                    message: format!(
+                        "{} {}: {}",
+                        inc.notification.action.as_str(),
+                        ip.as_deref().unwrap_or("-"),
+                        item.reason
+                    ),
+                    ip,
+                    prefix: None,
+                    detail: Some(serde_json::json!({
+                        "notification_id": recorded.id,
+                        "outcome": recorded.outcome,
+                        "source": inc.source,
+                    })),
+                };
+                super::events::insert(&mut tx, &event).await?;
+            }
+            out.push(recorded);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Stores traffic samples (InfluxDB push, API poll) in one transaction, every one of them
+    /// into the history.
     pub async fn record_samples(&self, samples: &[SampleIn]) -> Result<(), StoreError> {
+        self.record_live_samples(samples, 0).await
+    }
+
+    /// As `record_samples`, keeping at most one history row per host per `history_every` ms
+    /// (the newest sample per host is always updated): a push every second must not grow the
+    /// database by every host every second.
+    pub async fn record_live_samples(
+        &self,
+        samples: &[SampleIn],
+        history_every: Millis,
+    ) -> Result<(), StoreError> {
         if samples.is_empty() {
             return Ok(());
         }
         let mut tx = self.write.begin().await?;
         for s in samples {
-            insert_sample(&mut tx, s).await?;
+            insert_sample(&mut tx, s, history_every).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Deletes up to `batch` history rows older than `before`; returns how many. Small batches
+    /// keep the one writer free for notifications in between.
+    pub async fn prune_samples(&self, before: Millis, batch: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM traffic_samples WHERE id IN
+                 (SELECT id FROM traffic_samples WHERE at < ? LIMIT ?)",
+        )
+        .bind(before)
+        .bind(batch)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// History rows stored (for one host, or all).
+    pub async fn count_samples(&self, ip: Option<IpAddr>) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM traffic_samples WHERE (?1 IS NULL OR ip = ?1)",
+            )
+            .bind(ip.map(|i| i.to_string()))
+            .fetch_one(&self.read)
+            .await?,
+        )
     }
 
     pub async fn list_hosts(&self, f: &HostFilter) -> Result<Vec<HostRow>, StoreError> {
@@ -352,6 +348,115 @@ impl Store {
             .fetch_one(&self.read)
             .await?)
     }
+}
+
+/// The body of `record_notification`, inside the caller's transaction. A known idempotency key
+/// writes nothing and answers `Duplicate`.
+async fn record_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    inc: &Incoming,
+) -> Result<Recorded, StoreError> {
+    if let Some(key) = &inc.idempotency_key {
+        let seen: Option<(i64,)> =
+            sqlx::query_as("SELECT id FROM notifications WHERE idempotency_key = ?")
+                .bind(key)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if let Some((id,)) = seen {
+            return Ok(Recorded {
+                id: Some(id),
+                outcome: Outcome::Duplicate,
+                wake_checker: false,
+            });
+        }
+    }
+    let n = &inc.notification;
+    let (outcome, ip) = match &n.scope {
+        Scope::Host { ip } if is_host_action(n.action) => {
+            (apply_to_host(tx, inc, *ip).await?, Some(*ip))
+        }
+        Scope::Host { ip } => (Outcome::RecordedOnly, Some(*ip)),
+        Scope::Hostgroup { .. } => (Outcome::RecordedOnly, None),
+    };
+    let mut wake = matches!(outcome, Outcome::Banned | Outcome::Unbanned);
+    // Traffic at detection time is a sample like any other; attack_status does not refresh
+    // it (FastNetMon sends the detection-time figures again) and unban carries none.
+    if let (Some(ip), Some(traffic)) = (ip, n.traffic) {
+        if matches!(n.action, Action::Ban | Action::AttackDetails) && outcome != Outcome::Stale {
+            let sample = SampleIn {
+                ip,
+                at: inc.observed_at,
+                source: "notification".into(),
+                traffic,
+            };
+            insert_sample(tx, &sample, 0).await?;
+            wake = true;
+        }
+    }
+    let scope = match &n.scope {
+        Scope::Host { .. } => "host",
+        Scope::Hostgroup { .. } => "hostgroup",
+    };
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO notifications (received_at, observed_at, idempotency_key, source, actor,
+             action, scope, ip, attack_uuid, outcome, payload)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(inc.received_at)
+    .bind(inc.observed_at)
+    .bind(&inc.idempotency_key)
+    .bind(&inc.source)
+    .bind(&inc.actor)
+    .bind(n.action.as_str())
+    .bind(scope)
+    .bind(ip.map(|i| i.to_string()))
+    .bind(&n.attack_uuid)
+    .bind(outcome.as_str())
+    .bind(&inc.payload)
+    .fetch_one(&mut **tx)
+    .await?;
+
+    let target = match &n.scope {
+        Scope::Host { ip } => ip.to_string(),
+        Scope::Hostgroup { name, .. } => format!("hostgroup {name}"),
+    };
+    let mut message = format!("{} {}", n.action.as_str(), target);
+    if let Some(d) = &n.direction {
+        message.push_str(&format!(" ({d}"));
+        if let Some(t) = &n.attack_type {
+            message.push_str(&format!(", {t}"));
+        }
+        message.push(')');
+    }
+    message.push_str(&format!(": {}", outcome.as_str()));
+    let detail = serde_json::json!({
+        "notification_id": id,
+        "source": inc.source,
+        "outcome": outcome,
+        "attack_uuid": n.attack_uuid,
+        "traffic": n.traffic,
+        "networks": match &n.scope {
+            Scope::Hostgroup { networks, .. } => Some(networks.iter().map(|n| n.to_string()).collect::<Vec<_>>()),
+            Scope::Host { .. } => None,
+        },
+        "flow_spec_rules": if n.flow_spec_rules.is_empty() { None } else { Some(&n.flow_spec_rules) },
+    });
+    sqlx::query(
+        "INSERT INTO events (at, actor, kind, ip, prefix, message, detail)
+         VALUES (?, ?, 'notification', ?, NULL, ?, ?)",
+    )
+    .bind(inc.received_at)
+    .bind(&inc.actor)
+    .bind(ip.map(|i| i.to_string()))
+    .bind(message)
+    .bind(detail.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(Recorded {
+        id: Some(id),
+        outcome,
+        wake_checker: wake,
+    })
 }
 
 fn is_host_action(a: Action) -> bool {
@@ -513,22 +618,40 @@ async fn apply_to_host(
     Ok(outcome)
 }
 
-async fn insert_sample(tx: &mut Transaction<'_, Sqlite>, s: &SampleIn) -> Result<(), StoreError> {
+/// Upserts the host's newest sample; adds a history row unless one of the host is younger than
+/// `history_every` ms (0: always).
+async fn insert_sample(
+    tx: &mut Transaction<'_, Sqlite>,
+    s: &SampleIn,
+    history_every: Millis,
+) -> Result<(), StoreError> {
     let ip = s.ip.to_string();
     let tr = s.traffic;
-    sqlx::query(
-        "INSERT INTO traffic_samples (ip, at, source, in_bps, out_bps, in_pps, out_pps)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&ip)
-    .bind(s.at)
-    .bind(&s.source)
-    .bind(sql_u64(tr.in_bps))
-    .bind(sql_u64(tr.out_bps))
-    .bind(sql_u64(tr.in_pps))
-    .bind(sql_u64(tr.out_pps))
-    .execute(&mut **tx)
-    .await?;
+    let keep = if history_every <= 0 {
+        true
+    } else {
+        let last: Option<Millis> =
+            sqlx::query_scalar("SELECT MAX(at) FROM traffic_samples WHERE ip = ?")
+                .bind(&ip)
+                .fetch_one(&mut **tx)
+                .await?;
+        last.is_none_or(|last| s.at - last >= history_every)
+    };
+    if keep {
+        sqlx::query(
+            "INSERT INTO traffic_samples (ip, at, source, in_bps, out_bps, in_pps, out_pps)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&ip)
+        .bind(s.at)
+        .bind(&s.source)
+        .bind(sql_u64(tr.in_bps))
+        .bind(sql_u64(tr.out_bps))
+        .bind(sql_u64(tr.in_pps))
+        .bind(sql_u64(tr.out_pps))
+        .execute(&mut **tx)
+        .await?;
+    }
     sqlx::query(
         "INSERT INTO latest_samples (ip, at, source, in_bps, out_bps, in_pps, out_pps)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)

@@ -15,7 +15,7 @@ use sqlx::SqlitePool;
 pub use escalations::{Attributes, EscalationRow, EscalationView, NewEscalation, SuppressionRow};
 pub use events::{EventFilter, EventRow, NewEvent};
 pub use hosts::{
-    EpisodeRow, HostFilter, HostRow, Incoming, Outcome, Recorded, SampleIn, SampleRow,
+    EpisodeRow, HostFilter, HostRow, Incoming, Outcome, Reconciled, Recorded, SampleIn, SampleRow,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

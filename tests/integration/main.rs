@@ -1,8 +1,12 @@
 //! The integration suite: one test binary, so every test shares one build.
 
 mod bgp_gobgp;
+mod e2e_exabgp;
+mod e2e_fastnetmon;
 mod e2e_gobgp;
 mod escalation;
+mod exec_backend;
 mod notifications;
 mod operator;
+mod sources;
 mod support;

@@ -295,6 +295,10 @@ impl GobgpSpeaker {
 
 #[async_trait]
 impl Speaker for GobgpSpeaker {
+    async fn announce_batch(&self, routes: &[Route]) -> Vec<Result<(), BgpError>> {
+        self.announce_many(routes).await
+    }
+
     fn name(&self) -> &'static str {
         "gobgp"
     }

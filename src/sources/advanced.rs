@@ -1,0 +1,595 @@
+//! FastNetMon Advanced's REST API, polled: `GET /blackhole` (the ban list, reconciled) and then
+//! `GET /single_host_counters/<ip>` for every banned host, a bounded number at a time, each with
+//! its own timeout, the whole cycle within one poll interval.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::{error_chain, BanList, Cycle, Reconciler, SourceHealth, ADVANCED};
+use crate::checker::CheckerHandle;
+use crate::clock::{ms, now_ms, Millis};
+use crate::config::Config;
+use crate::decision::{crossing, Policy};
+use crate::fastnetmon::notification::snippet;
+use crate::fastnetmon::Traffic;
+use crate::store::{SampleIn, Store};
+
+/// Largest `/blackhole` answer read (about 100 bytes a host).
+const MAX_LIST_BYTES: usize = 32 * 1024 * 1024;
+/// Largest `/single_host_counters` answer read.
+const MAX_COUNTERS_BYTES: usize = 1024 * 1024;
+
+/// A failed call to the API, in words an operator can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ApiError(pub String);
+
+/// A client of FastNetMon Advanced's REST API (HTTP Basic auth).
+#[derive(Clone)]
+pub struct AdvancedApi {
+    http: reqwest::Client,
+    base: String,
+    user: String,
+    password: String,
+    timeout: Duration,
+}
+
+impl AdvancedApi {
+    pub fn new(
+        base: &str,
+        user: &str,
+        password: &str,
+        timeout: Duration,
+        concurrency: usize,
+    ) -> Result<AdvancedApi, ApiError> {
+        let http = reqwest::Client::builder()
+            // The API listens on loopback or a management network: a proxy from the
+            // environment would only be in the way.
+            .no_proxy()
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .pool_max_idle_per_host(concurrency)
+            .user_agent(concat!("fnm-escalator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError(format!("cannot build the HTTP client: {}", error_chain(&e))))?;
+        Ok(AdvancedApi {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            user: user.to_string(),
+            password: password.to_string(),
+            timeout,
+        })
+    }
+
+    /// `GET /blackhole`: the hosts FastNetMon has blackholed.
+    pub async fn ban_list(&self) -> Result<BanList, ApiError> {
+        let body = self.get("/blackhole", MAX_LIST_BYTES).await?;
+        parse_blackhole(&body).map_err(|e| ApiError(format!("GET /blackhole: {e}")))
+    }
+
+    /// `GET /single_host_counters/<ip>` (`single_host_counters_v6` for IPv6): per-second rates.
+    pub async fn host_counters(&self, ip: IpAddr) -> Result<Traffic, ApiError> {
+        let path = match ip {
+            IpAddr::V4(_) => format!("/single_host_counters/{ip}"),
+            IpAddr::V6(_) => format!("/single_host_counters_v6/{ip}"),
+        };
+        let body = self.get(&path, MAX_COUNTERS_BYTES).await?;
+        parse_counters(&body).map_err(|e| ApiError(format!("GET {path}: {e}")))
+    }
+
+    async fn get(&self, path: &str, limit: usize) -> Result<Vec<u8>, ApiError> {
+        let call = async {
+            let resp = self
+                .http
+                .get(format!("{}{path}", self.base))
+                .basic_auth(&self.user, Some(&self.password))
+                .send()
+                .await
+                .map_err(|e| self.request_error(path, e))?;
+            let status = resp.status();
+            let body = read_limited(resp, limit)
+                .await
+                .map_err(|e| ApiError(format!("GET {path}: {e}")))?;
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                return Err(ApiError(format!(
+                    "GET {path}: HTTP 401: FastNetMon refused the credentials (check \
+                     fastnetmon.api_user and fastnetmon.api_password)"
+                )));
+            }
+            if !status.is_success() {
+                let text = error_text(&body)
+                    .unwrap_or_else(|| snippet(&String::from_utf8_lossy(&body)).to_string());
+                return Err(ApiError(format!(
+                    "GET {path}: HTTP {}: {text}",
+                    status.as_u16()
+                )));
+            }
+            Ok(body)
+        };
+        // reqwest's timeout covers the body too; this also bounds anything it does not.
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError(format!(
+                    "GET {path}: timed out after {}",
+                    humantime::format_duration(self.timeout)
+                )))
+            })
+    }
+
+    fn request_error(&self, path: &str, e: reqwest::Error) -> ApiError {
+        let e = e.without_url();
+        if e.is_timeout() {
+            ApiError(format!(
+                "GET {path}: timed out after {}",
+                humantime::format_duration(self.timeout)
+            ))
+        } else {
+            ApiError(format!("GET {path}: {}", error_chain(&e)))
+        }
+    }
+}
+
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(format!("answer larger than {limit} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("reading the answer: {}", error_chain(&e.without_url())))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("answer larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// FastNetMon's `{"success": false, "error_text": "..."}`.
+fn error_text(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.get("error_text")?
+        .as_str()
+        .map(|s| snippet(s).to_string())
+}
+
+fn envelope(body: &[u8]) -> Result<Value, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("answer is not JSON: {e}"))?;
+    if v.get("success").and_then(Value::as_bool) == Some(false) {
+        let text = v
+            .get("error_text")
+            .and_then(Value::as_str)
+            .unwrap_or("no error_text");
+        return Err(format!("FastNetMon says: {}", snippet(text)));
+    }
+    Ok(v)
+}
+
+/// `{"success":true,"values":[{"uuid":"…","ip":"10.1.2.3/32"}]}`. Only an explicit list counts:
+/// an answer without one is an error, never an empty ban list (which would unban everything).
+pub fn parse_blackhole(body: &[u8]) -> Result<BanList, String> {
+    let v = envelope(body)?;
+    let values = v
+        .get("values")
+        .and_then(Value::as_array)
+        .ok_or("no `values` list in the answer")?;
+    let mut bad = Vec::new();
+    let entries: Vec<&str> = values
+        .iter()
+        .filter_map(|e| {
+            let ip = e.get("ip").and_then(Value::as_str);
+            if ip.is_none() {
+                bad.push(format!("entry without `ip`: {}", snippet(&e.to_string())));
+            }
+            ip
+        })
+        .collect();
+    let mut list = BanList::from_entries(entries);
+    list.skipped.extend(bad);
+    Ok(list)
+}
+
+/// `{"success":true,"object":{"in_bytes":…,"out_bytes":…,"in_packets":…,"out_packets":…}}`,
+/// bytes and packets per second. All four are required: zeros made up for a missing field
+/// would look like a quiet host.
+pub fn parse_counters(body: &[u8]) -> Result<Traffic, String> {
+    let v = envelope(body)?;
+    let object = v
+        .get("object")
+        .filter(|o| o.is_object())
+        .ok_or("no `object` in the answer")?;
+    let rate = |key: &str| -> Result<u64, String> {
+        let value = object
+            .get(key)
+            .ok_or_else(|| format!("no `{key}` in the counters"))?;
+        match (value.as_u64(), value.as_f64()) {
+            (Some(n), _) => Ok(n),
+            // `as` saturates; NaN and infinities are not JSON.
+            (None, Some(x)) if x >= 0.0 => Ok(x.round() as u64),
+            _ => Err(format!(
+                "`{key}` is not a rate: {}",
+                snippet(&value.to_string())
+            )),
+        }
+    };
+    Ok(Traffic {
+        in_bps: rate("in_bytes")?.saturating_mul(8),
+        out_bps: rate("out_bytes")?.saturating_mul(8),
+        in_pps: rate("in_packets")?,
+        out_pps: rate("out_packets")?,
+    })
+}
+
+/// What one poll did (tests and logs).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PollReport {
+    pub ok: bool,
+    pub listed: usize,
+    pub banned: usize,
+    pub unbanned: usize,
+    /// Hosts whose counters were asked for.
+    pub polled: usize,
+    pub samples: usize,
+    pub host_errors: usize,
+    /// Hosts left out or abandoned in flight because the cycle's deadline came first.
+    pub cut_off: usize,
+    pub ms: f64,
+}
+
+/// The poll loop of one FastNetMon Advanced.
+pub struct AdvancedPoller {
+    api: AdvancedApi,
+    store: Store,
+    policy: Arc<Policy>,
+    checker: CheckerHandle,
+    health: SourceHealth,
+    reconciler: Option<Reconciler>,
+    interval: Duration,
+    concurrency: usize,
+    history_every: Millis,
+    /// Where the counter round starts: after a cycle cut short by its deadline, at the first
+    /// host it did not ask, so the same hosts are not starved every time.
+    offset: usize,
+}
+
+impl AdvancedPoller {
+    /// None when `fastnetmon.api_url` is unset.
+    pub fn new(
+        config: &Config,
+        store: Store,
+        policy: Arc<Policy>,
+        checker: CheckerHandle,
+        health: SourceHealth,
+    ) -> Result<Option<AdvancedPoller>, ApiError> {
+        let f = &config.fastnetmon;
+        let Some(url) = &f.api_url else {
+            return Ok(None);
+        };
+        let api = AdvancedApi::new(
+            url,
+            &f.api_user,
+            &f.api_password,
+            f.api_timeout,
+            f.api_concurrency,
+        )?;
+        Ok(Some(AdvancedPoller {
+            api,
+            store,
+            policy,
+            checker,
+            health,
+            reconciler: f.reconcile_ban_list.then(|| {
+                Reconciler::new(
+                    ADVANCED,
+                    "fastnetmon-api",
+                    "FastNetMon's ban list (Advanced API /blackhole)",
+                )
+            }),
+            interval: f.poll_interval,
+            concurrency: f.api_concurrency.max(1),
+            history_every: ms(config.samples.history_interval),
+            offset: 0,
+        }))
+    }
+
+    /// Polls every `poll_interval` until `shutdown`; a cycle in flight is abandoned on shutdown.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tracing::info!(
+            url = %self.api.base,
+            interval = %humantime::format_duration(self.interval),
+            reconcile = self.reconciler.is_some(),
+            "polling FastNetMon Advanced"
+        );
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {
+                    tokio::select! {
+                        _ = shutdown.changed() => break,
+                        _ = self.poll() => {}
+                    }
+                }
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+    }
+
+    /// One cycle: the ban list, reconciliation, then counters until the cycle's deadline.
+    pub async fn poll(&mut self) -> PollReport {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.interval;
+        let polled_at = now_ms();
+        let elapsed_ms = |s: Instant| s.elapsed().as_secs_f64() * 1000.0;
+        let mut report = PollReport::default();
+
+        // The ban list first: it is also the health probe. When FastNetMon does not answer it,
+        // thousands of counter requests would only time out one by one.
+        let list = match self.api.ban_list().await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(source = ADVANCED, error = %e, "poll failed");
+                report.ms = elapsed_ms(started);
+                self.health.failure(now_ms(), &e.0, report.ms);
+                return report;
+            }
+        };
+        if !list.skipped.is_empty() {
+            tracing::warn!(
+                source = ADVANCED,
+                skipped = list.skipped.len(),
+                first = %list.skipped[0],
+                "ban-list entries that are not hosts were ignored"
+            );
+        }
+        report.listed = list.hosts.len();
+
+        if let Some(r) = &mut self.reconciler {
+            let listed: HashSet<IpAddr> = list.hosts.iter().copied().collect();
+            match r.apply(&self.store, &listed, polled_at).await {
+                Ok(rec) => {
+                    report.banned = rec.banned;
+                    report.unbanned = rec.unbanned;
+                    self.health.reconciled(&rec);
+                    if rec.changed() {
+                        self.checker.wake();
+                    }
+                }
+                Err(e) => {
+                    let msg = format!("reconciling the ban list: {e}");
+                    tracing::error!(source = ADVANCED, error = %e, "ban-list reconciliation failed");
+                    self.health.note_error(now_ms(), &msg);
+                }
+            }
+        }
+
+        let mut hosts: Vec<IpAddr> = match self.store.banned_hosts().await {
+            Ok(rows) => rows.iter().filter_map(|h| h.ip.parse().ok()).collect(),
+            Err(e) => {
+                let msg = format!("reading banned hosts: {e}");
+                tracing::error!(source = ADVANCED, error = %e, "poll failed");
+                report.ms = elapsed_ms(started);
+                self.health.failure(now_ms(), &msg, report.ms);
+                return report;
+            }
+        };
+        if !hosts.is_empty() {
+            self.offset %= hosts.len();
+            hosts.rotate_left(self.offset);
+        }
+        let last_host_error = self.poll_counters(hosts, deadline, &mut report).await;
+        if report.cut_off > 0 {
+            self.offset += report.polled;
+        }
+
+        report.ok = true;
+        report.ms = elapsed_ms(started);
+        self.health.success(
+            now_ms(),
+            Cycle {
+                ms: report.ms,
+                hosts: report.listed as u64,
+                samples: report.samples as u64,
+                host_errors: (report.host_errors + report.cut_off) as u64,
+                host_error: last_host_error,
+                bad_lines: 0,
+            },
+        );
+        tracing::debug!(
+            source = ADVANCED,
+            listed = report.listed,
+            polled = report.polled,
+            samples = report.samples,
+            host_errors = report.host_errors,
+            cut_off = report.cut_off,
+            ms = report.ms,
+            "poll done"
+        );
+        report
+    }
+
+    /// Counters of `hosts`, `concurrency` requests in flight, until all answered or `deadline`.
+    /// Samples are written in one transaction at the end, or at once when one crosses a
+    /// threshold (then the checker is woken). Returns the last per-host error.
+    async fn poll_counters(
+        &self,
+        hosts: Vec<IpAddr>,
+        deadline: tokio::time::Instant,
+        report: &mut PollReport,
+    ) -> Option<String> {
+        let total = hosts.len();
+        let api = &self.api;
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let mut answers = stream::iter(hosts)
+            .map(|ip| {
+                // Called as a request is started, not before: counts the hosts asked.
+                asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async move { (ip, api.host_counters(ip).await, now_ms()) }
+            })
+            .buffer_unordered(self.concurrency);
+        let mut pending: Vec<SampleIn> = Vec::new();
+        let mut done = 0usize;
+        let mut last_error = None;
+        loop {
+            match tokio::time::timeout_at(deadline, answers.next()).await {
+                Ok(Some((ip, result, at))) => {
+                    done += 1;
+                    match result {
+                        Ok(traffic) => {
+                            let crossed =
+                                crossing(ip, &traffic, &self.policy.limits_for(ip)).is_some();
+                            pending.push(SampleIn {
+                                ip,
+                                at,
+                                source: ADVANCED.into(),
+                                traffic,
+                            });
+                            if crossed {
+                                report.samples += self.flush(&mut pending, &mut last_error).await;
+                                self.checker.wake();
+                            }
+                        }
+                        Err(e) => {
+                            report.host_errors += 1;
+                            tracing::debug!(source = ADVANCED, %ip, error = %e, "no counters");
+                            last_error = Some(e.0);
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    report.cut_off = total - done;
+                    let msg = format!(
+                        "{} of {total} hosts not polled: the cycle reached its deadline of one \
+                         poll_interval ({})",
+                        report.cut_off,
+                        humantime::format_duration(self.interval)
+                    );
+                    tracing::warn!(source = ADVANCED, "{msg}");
+                    last_error = Some(msg);
+                    break;
+                }
+            }
+        }
+        drop(answers);
+        report.polled = asked.load(std::sync::atomic::Ordering::Relaxed);
+        report.samples += self.flush(&mut pending, &mut last_error).await;
+        last_error
+    }
+
+    async fn flush(&self, pending: &mut Vec<SampleIn>, last_error: &mut Option<String>) -> usize {
+        if pending.is_empty() {
+            return 0;
+        }
+        let n = pending.len();
+        let result = self
+            .store
+            .record_live_samples(pending, self.history_every)
+            .await;
+        pending.clear();
+        match result {
+            Ok(()) => {
+                crate::metrics::metrics().samples_stored(ADVANCED, n as u64);
+                n
+            }
+            Err(e) => {
+                tracing::error!(source = ADVANCED, error = %e, "storing samples failed");
+                *last_error = Some(format!("storing samples: {e}"));
+                0
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blackhole_list_as_fastnetmon_sends_it() {
+        let body = br#"{"success":true,"values":[
+            {"uuid":"2518758c-a751-4984-9aeb-c5a935422e91","ip":"10.1.2.3/32"},
+            {"uuid":"312e3232-2e33-332e-3434-000000000000","ip":"2001:db8::5/128"},
+            {"uuid":"x","ip":"10.9.0.0/24"},
+            {"uuid":"y"}
+        ]}"#;
+        let list = parse_blackhole(body).expect("valid");
+        let want: Vec<IpAddr> = vec![
+            "10.1.2.3".parse().expect("ip"),
+            "2001:db8::5".parse().expect("ip"),
+        ];
+        assert_eq!(list.hosts, want);
+        assert_eq!(list.skipped.len(), 2, "{:?}", list.skipped);
+        assert_eq!(
+            parse_blackhole(br#"{"success":true,"values":[]}"#).map(|l| l.hosts.len()),
+            Ok(0)
+        );
+    }
+
+    #[test]
+    fn a_blackhole_answer_without_a_list_is_an_error_not_an_empty_list() {
+        for body in [
+            &br#"{"success":true}"#[..],
+            br#"{"success":true,"values":null}"#,
+            br#"{"success":false,"error_text":"license expired"}"#,
+            br#"<html>502 Bad Gateway</html>"#,
+            b"",
+        ] {
+            assert!(
+                parse_blackhole(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(
+            parse_blackhole(br#"{"success":false,"error_text":"license expired"}"#)
+                .unwrap_err()
+                .contains("license expired")
+        );
+    }
+
+    #[test]
+    fn counters_are_bytes_and_packets_per_second() {
+        let body = br#"{"success":true,"object":{"in_bytes":12500000,"out_bytes":1000,
+            "in_packets":25000,"out_packets":3.6,"in_flows":7,"tcp_in_bytes":5}}"#;
+        assert_eq!(
+            parse_counters(body),
+            Ok(Traffic {
+                in_bps: 100_000_000,
+                out_bps: 8000,
+                in_pps: 25000,
+                out_pps: 4
+            })
+        );
+    }
+
+    #[test]
+    fn incomplete_counters_are_an_error_not_zeros() {
+        for body in [
+            &br#"{"success":true,"object":{"in_bytes":1,"out_bytes":1,"in_packets":1}}"#[..],
+            br#"{"success":true,"object":{"in_bytes":-1,"out_bytes":1,"in_packets":1,"out_packets":1}}"#,
+            br#"{"success":true,"object":{"in_bytes":"1","out_bytes":1,"in_packets":1,"out_packets":1}}"#,
+            br#"{"success":true,"values":[]}"#,
+            br#"{"success":false,"error_text":"no such host"}"#,
+            b"{",
+        ] {
+            assert!(
+                parse_counters(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Ban-list reconciliation: FastNetMon's ban list is the truth about who is banned, and a lost
+//! notification or a restart (Community forgets its bans without an unban) must not leave us
+//! wrong. Hosts it lists are banned here; hosts it leaves out twice in a row are unbanned.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use serde_json::json;
+
+use crate::clock::{now_ms, Millis};
+use crate::fastnetmon::{Action, Notification, Scope};
+use crate::store::{Incoming, Outcome, Reconciled, Store, StoreError};
+
+/// Consecutive polls a banned host must be absent from FastNetMon's list before it is unbanned:
+/// one poll can race a ban that FastNetMon is still carrying out.
+pub const ABSENT_POLLS: u32 = 2;
+
+/// Reconciled changes per transaction, so one huge list does not hold the writer for long.
+const CHUNK: usize = 500;
+
+/// What reconciliation changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub banned: usize,
+    pub unbanned: usize,
+}
+
+impl ReconcileReport {
+    pub fn changed(&self) -> bool {
+        self.banned + self.unbanned > 0
+    }
+}
+
+/// What to do about one poll's list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub ban: Vec<IpAddr>,
+    pub unban: Vec<IpAddr>,
+}
+
+/// Reconciles one source's ban list; remembers for how many polls each banned host was absent.
+pub struct Reconciler {
+    /// The sample/health name of the source (`fastnetmon_api`).
+    source: &'static str,
+    /// Who the synthetic notifications come from (`fastnetmon-api`).
+    actor: &'static str,
+    /// How events name the list: "FastNetMon's ban list (Advanced API)".
+    list: &'static str,
+    absent: HashMap<IpAddr, u32>,
+}
+
+impl Reconciler {
+    pub fn new(source: &'static str, actor: &'static str, list: &'static str) -> Reconciler {
+        Reconciler {
+            source,
+            actor,
+            list,
+            absent: HashMap::new(),
+        }
+    }
+
+    /// Pure: compares the list FastNetMon gave (requested at `polled_at`) with the hosts banned
+    /// here and their ban times. A host banned at or after `polled_at` may simply be newer than
+    /// the list, so its absence is not counted.
+    pub fn plan(
+        &mut self,
+        listed: &HashSet<IpAddr>,
+        banned_here: &[(IpAddr, Millis)],
+        polled_at: Millis,
+    ) -> Plan {
+        let here: HashSet<IpAddr> = banned_here.iter().map(|(ip, _)| *ip).collect();
+        let mut plan = Plan {
+            ban: listed.difference(&here).copied().collect(),
+            unban: Vec::new(),
+        };
+        plan.ban.sort();
+        for (ip, banned_at) in banned_here {
+            if listed.contains(ip) {
+                self.absent.remove(ip);
+                continue;
+            }
+            if *banned_at >= polled_at {
+                continue;
+            }
+            let count = self.absent.get(ip).copied().unwrap_or(0) + 1;
+            if count >= ABSENT_POLLS {
+                self.absent.remove(ip);
+                plan.unban.push(*ip);
+            } else {
+                self.absent.insert(*ip, count);
+            }
+        }
+        plan.unban.sort();
+        // Hosts unbanned some other way start from zero if banned again.
+        self.absent.retain(|ip, _| here.contains(ip));
+        plan
+    }
+
+    /// Hosts seen absent once, waiting for the next poll (for tests and logs).
+    pub fn pending(&self) -> usize {
+        self.absent.len()
+    }
+
+    /// Plans against the store and records the changes, each with an event saying why.
+    pub async fn apply(
+        &mut self,
+        store: &Store,
+        listed: &HashSet<IpAddr>,
+        polled_at: Millis,
+    ) -> Result<ReconcileReport, StoreError> {
+        let banned_here: Vec<(IpAddr, Millis)> = store
+            .banned_hosts()
+            .await?
+            .into_iter()
+            .filter_map(|h| Some((h.ip.parse().ok()?, h.banned_at.unwrap_or(h.state_at))))
+            .collect();
+        let plan = self.plan(listed, &banned_here, polled_at);
+        let received_at = now_ms();
+        let ban_reason = format!("listed in {} but not banned here", self.list);
+        let unban_reason = format!(
+            "absent from {} for {ABSENT_POLLS} consecutive polls",
+            self.list
+        );
+        let items: Vec<Reconciled> = plan
+            .ban
+            .iter()
+            .map(|ip| (Action::Ban, *ip, &ban_reason))
+            .chain(
+                plan.unban
+                    .iter()
+                    .map(|ip| (Action::Unban, *ip, &unban_reason)),
+            )
+            .map(|(action, ip, reason)| Reconciled {
+                incoming: Incoming {
+                    notification: synthetic(action, ip),
+                    // The list's time, so a notification newer than the list wins (the store's
+                    // state is last-writer-wins on observation time).
+                    observed_at: polled_at,
+                    received_at,
+                    idempotency_key: None,
+                    source: "reconcile".into(),
+                    actor: self.actor.into(),
+                    payload: json!({
+                        "reconcile": self.source,
+                        "action": action.as_str(),
+                        "ip": ip,
+                        "reason": reason,
+                    })
+                    .to_string(),
+                },
+                reason: reason.clone(),
+            })
+            .collect();
+        let mut report = ReconcileReport::default();
+        for chunk in items.chunks(CHUNK) {
+            for (item, recorded) in chunk.iter().zip(store.record_reconciliation(chunk).await?) {
+                let ip = match item.incoming.notification.scope {
+                    Scope::Host { ip } => ip,
+                    Scope::Hostgroup { .. } => continue,
+                };
+                match recorded.outcome {
+                    Outcome::Banned => {
+                        report.banned += 1;
+                        tracing::info!(source = self.source, %ip, "ban added: {}", item.reason);
+                    }
+                    Outcome::Unbanned => {
+                        report.unbanned += 1;
+                        tracing::warn!(source = self.source, %ip, "unban: {}", item.reason);
+                    }
+                    other => tracing::debug!(
+                        source = self.source,
+                        %ip,
+                        outcome = other.as_str(),
+                        "reconciliation overtaken by a newer notification"
+                    ),
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn synthetic(action: Action, ip: IpAddr) -> Notification {
+    Notification {
+        action,
+        scope: Scope::Host { ip },
+        attack_uuid: None,
+        direction: None,
+        attack_type: None,
+        protocol: None,
+        severity: None,
+        detection_source: Some("other".into()),
+        traffic: None,
+        flow_spec_rules: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn set(ips: &[&str]) -> HashSet<IpAddr> {
+        ips.iter().map(|s| ip(s)).collect()
+    }
+
+    #[test]
+    fn hosts_listed_but_unknown_are_banned() {
+        let mut r = Reconciler::new("t", "t", "t");
+        let plan = r.plan(
+            &set(&["10.0.0.1", "10.0.0.2"]),
+            &[(ip("10.0.0.1"), 0)],
+            1000,
+        );
+        assert_eq!(plan.ban, vec![ip("10.0.0.2")]);
+        assert!(plan.unban.is_empty());
+    }
+
+    #[test]
+    fn unban_needs_two_consecutive_absences() {
+        let mut r = Reconciler::new("t", "t", "t");
+        let here = [(ip("10.0.0.1"), 0)];
+        assert!(r.plan(&set(&[]), &here, 1000).unban.is_empty());
+        assert_eq!(r.pending(), 1);
+        // Present again: the count starts over.
+        assert!(r.plan(&set(&["10.0.0.1"]), &here, 2000).unban.is_empty());
+        assert_eq!(r.pending(), 0);
+        assert!(r.plan(&set(&[]), &here, 3000).unban.is_empty());
+        assert_eq!(r.plan(&set(&[]), &here, 4000).unban, vec![ip("10.0.0.1")]);
+        assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn a_ban_newer_than_the_list_is_not_absent() {
+        let mut r = Reconciler::new("t", "t", "t");
+        let here = [(ip("10.0.0.1"), 5000)];
+        assert!(r.plan(&set(&[]), &here, 5000).unban.is_empty());
+        assert!(r.plan(&set(&[]), &here, 4000).unban.is_empty());
+        assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn hosts_unbanned_elsewhere_are_forgotten() {
+        let mut r = Reconciler::new("t", "t", "t");
+        r.plan(&set(&[]), &[(ip("10.0.0.1"), 0)], 1000);
+        assert_eq!(r.pending(), 1);
+        r.plan(&set(&[]), &[], 2000);
+        assert_eq!(r.pending(), 0);
+        // Banned again later: one absence is not enough.
+        assert!(r
+            .plan(&set(&[]), &[(ip("10.0.0.1"), 2500)], 3000)
+            .unban
+            .is_empty());
+    }
+}

@@ -1,0 +1,99 @@
+//! The whole chain with the real programs: NetFlow sent to a real FastNetMon Community makes it
+//! ban a host and call `fnm-escalator notify` through the deploy wrapper; its InfluxDB export
+//! pushes live counters to `/write`; the service escalates the covering /24 through a real
+//! gobgpd; a real BIRD holds it with our community and next hop; when the flood stops and
+//! FastNetMon unbans, the /24 is withdrawn after min_hold.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use fnm_escalator::bgp::Community;
+
+use crate::support::app::{binary, spawn_app, NOTIFY, READ};
+use crate::support::fastnetmon::{Fastnetmon, FastnetmonOptions};
+use crate::support::lab::Lab;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netflow_flood_ends_as_a_24_at_bird_and_goes_away_after_the_unban() {
+    let lab = Lab::start();
+    let api = lab.gobgp_api();
+    let app = spawn_app(move |c| {
+        c.bgp.backend = fnm_escalator::config::Backend::Gobgp;
+        c.bgp.gobgp_api = api;
+        c.bgp.communities = vec!["65001:777".parse().expect("community")];
+        c.bgp.reconcile_interval = Duration::from_secs(2);
+        c.escalation.min_hold = Duration::from_secs(3);
+        c.escalation.check_interval = Duration::from_secs(1);
+        c.networks.ours = vec!["198.51.100.0/24".parse().expect("net")];
+    })
+    .await;
+    let config = app.write_config();
+    let wrapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/notify-fnm-escalator.sh");
+    let fnm = Fastnetmon::start(FastnetmonOptions {
+        networks: vec!["198.51.100.0/24".into()],
+        notify_script: wrapper,
+        env: vec![
+            ("FNM_ESCALATOR_BIN".into(), binary().into()),
+            ("FNM_ESCALATOR_CONFIG".into(), config.display().to_string()),
+        ],
+        influxdb: Some((app.config.server.listen, "fastnetmon".into(), NOTIFY.into())),
+        threshold_pps: 1000,
+        ban_time: 10,
+    });
+
+    let victim = Ipv4Addr::new(198, 51, 100, 5);
+    let flood = fnm.flood(victim, 20_000, Duration::from_secs(60));
+    let routes = lab.wait_for_routes(
+        |r| r.iter().any(|r| r.prefix.to_string() == "198.51.100.0/24"),
+        Duration::from_secs(30),
+    );
+    let route = routes
+        .iter()
+        .find(|r| r.prefix.to_string() == "198.51.100.0/24")
+        .unwrap_or_else(|| {
+            panic!(
+                "no /24 at BIRD: {routes:?}\nfastnetmon log:\n{}",
+                fnm.log_tail()
+            )
+        });
+    assert_eq!(route.next_hop, Some("192.0.2.1".parse().expect("ip")));
+    assert_eq!(route.communities, vec![Community::new(65001, 777)]);
+
+    let (_, host) = app.get("/api/v1/hosts/198.51.100.5", READ).await;
+    assert_eq!(host["state"], "banned", "{host}");
+    assert_eq!(host["source"], "notify_text", "{host}");
+    // Live counters from the InfluxDB export replace the detection-time figures.
+    let host = app
+        .wait_for("/api/v1/hosts/198.51.100.5", Duration::from_secs(15), |h| {
+            h["traffic"]["source"] == "influxdb"
+        })
+        .await;
+    assert_eq!(host["traffic"]["source"], "influxdb", "{host}");
+    assert!(
+        host["traffic"]["in_pps"].as_i64().unwrap_or(0) >= 1000,
+        "{host}"
+    );
+
+    // The flood stops: FastNetMon unbans after ban_time, the /24 goes.
+    drop(flood);
+    let started = Instant::now();
+    let routes = lab.wait_for_routes(
+        |r| !r.iter().any(|r| r.prefix.to_string() == "198.51.100.0/24"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        !routes
+            .iter()
+            .any(|r| r.prefix.to_string() == "198.51.100.0/24"),
+        "still announced {:?} after the flood stopped\nfastnetmon log:\n{}",
+        started.elapsed(),
+        fnm.log_tail()
+    );
+    let (_, host) = app.get("/api/v1/hosts/198.51.100.5", READ).await;
+    assert_eq!(host["state"], "unbanned", "{host}");
+    let (_, e) = app.get("/api/v1/escalations/198.51.100.0%2F24", READ).await;
+    assert_eq!(e["state"], "withdrawn", "{e}");
+    drop(fnm);
+    app.stop().await;
+}
