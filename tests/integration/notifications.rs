@@ -562,3 +562,53 @@ fn check_config_prints_redacted_settings_or_names_the_bad_key() {
     assert!(stderr.contains("networks.protected[0]"), "{stderr}");
     assert!(stderr.contains("escalation.ipv4_prefix_length"), "{stderr}");
 }
+
+#[test]
+fn check_config_accepts_the_example_config_which_names_every_key() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.example.toml");
+    let out = std::process::Command::new(crate::support::app::binary())
+        .args(["check-config", "--config"])
+        .arg(&example)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout.contains("change-me"),
+        "secrets are redacted: {stdout}"
+    );
+
+    // Every `key =` of every section of the effective config appears in the example, so a key
+    // added to the code without a line in the example fails here.
+    let text = std::fs::read_to_string(&example).expect("read example");
+    let written: std::collections::BTreeSet<(String, String)> = keys(&text);
+    let effective = keys(&stdout);
+    let missing: Vec<_> = effective.difference(&written).collect();
+    assert!(
+        missing.is_empty(),
+        "keys missing from the example: {missing:?}"
+    );
+
+    fn keys(toml: &str) -> std::collections::BTreeSet<(String, String)> {
+        let mut section = String::new();
+        let mut out = std::collections::BTreeSet::new();
+        for line in toml.lines().map(str::trim) {
+            if line.starts_with('#') {
+                continue;
+            }
+            if let Some(s) = line.strip_prefix('[') {
+                section = s.trim_matches(|c| c == '[' || c == ']').to_string();
+            } else if let Some((key, _)) = line.split_once(" = ") {
+                if !key.contains(' ') && !key.starts_with('"') {
+                    out.insert((section.clone(), key.to_string()));
+                }
+            }
+        }
+        out
+    }
+}
