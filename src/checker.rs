@@ -25,7 +25,7 @@ use crate::store::{EscalationRow, NewEscalation, NewEvent, Store, StoreError};
 const ACTOR: &str = "checker";
 
 /// What the checker has done lately, for `/readyz` and metrics.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct CheckerStatus {
     pub cycles: u64,
     pub last_cycle_at: Option<String>,

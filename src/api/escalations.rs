@@ -6,53 +6,80 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Caller;
 use super::error::ApiError;
 use super::json::Body;
+use super::openapi::ErrorBody;
 use super::{page, AppState, Query};
 use crate::clock::{ms, now_ms};
 use crate::config::Role;
 use crate::decision::{check_manual, Refusal, Rule};
-use crate::store::{EscalationRow, NewEscalation};
+use crate::store::{EscalationRow, EscalationView, NewEscalation, SuppressionRow};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/escalations", get(list).post(escalate))
-        .route("/api/v1/escalations/{prefix}", get(one).delete(withdraw))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, escalate))
+        .routes(routes!(one, withdraw))
         // Unencoded `203.0.113.0/24` in the path, for people typing it by hand.
-        .route(
-            "/api/v1/escalations/{addr}/{len}",
-            get(one_split).delete(withdraw_split),
-        )
-        .route("/api/v1/suppressions", get(suppressions))
-        .route("/api/v1/suppressions/{prefix}", axum::routing::delete(lift))
-        .route(
-            "/api/v1/suppressions/{addr}/{len}",
-            axum::routing::delete(lift_split),
-        )
+        .routes(routes!(one_split, withdraw_split))
+        .routes(routes!(suppressions))
+        .routes(routes!(lift))
+        .routes(routes!(lift_split))
 }
 
 const STATES: [&str; 5] = ["pending", "active", "withdrawn", "refused", "failed"];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// `pending`, `active`, `withdrawn`, `refused` or `failed`.
     state: Option<String>,
+    /// 1..=1000, default 100.
     limit: Option<i64>,
+    /// Default 0.
     offset: Option<i64>,
 }
 
+#[derive(Serialize, ToSchema)]
+struct EscalationList {
+    escalations: Vec<EscalationView>,
+    limit: i64,
+    offset: i64,
+}
+
+/// An escalation with its history (every escalation of the prefix, newest first) and any
+/// suppression of the prefix.
+#[derive(Serialize, ToSchema)]
+struct EscalationDetail {
+    #[serde(flatten)]
+    escalation: EscalationView,
+    history: Vec<EscalationView>,
+    suppression: Option<SuppressionRow>,
+}
+
+/// The escalations, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/escalations",
+    tag = "escalations",
+    params(ListQuery),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 200, body = EscalationList), (status = "default", description = "An error", body = ErrorBody))
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<EscalationList>, ApiError> {
     caller.require(Role::Read)?;
     if let Some(s) = &q.state {
         if !STATES.contains(&s.as_str()) {
@@ -65,10 +92,11 @@ async fn list(
         .store
         .list_escalations(q.state.as_deref(), limit, offset)
         .await?;
-    let views: Vec<_> = rows.iter().map(EscalationRow::view).collect();
-    Ok(Json(
-        json!({ "escalations": views, "limit": limit, "offset": offset }),
-    ))
+    Ok(Json(EscalationList {
+        escalations: rows.iter().map(EscalationRow::view).collect(),
+        limit,
+        offset,
+    }))
 }
 
 pub(crate) fn parse_prefix(raw: &str) -> Result<IpNet, ApiError> {
@@ -87,7 +115,7 @@ pub(crate) fn parse_prefix(raw: &str) -> Result<IpNet, ApiError> {
     Ok(net)
 }
 
-async fn show(state: &AppState, net: IpNet) -> Result<Json<serde_json::Value>, ApiError> {
+async fn show(state: &AppState, net: IpNet) -> Result<Json<EscalationDetail>, ApiError> {
     let history = state.store.escalation_history(&net.to_string()).await?;
     let current = history
         .iter()
@@ -100,38 +128,61 @@ async fn show(state: &AppState, net: IpNet) -> Result<Json<serde_json::Value>, A
         .await?
         .into_iter()
         .find(|s| s.prefix == net.to_string());
-    let mut body = serde_json::to_value(current.view()).unwrap_or_default();
-    body["history"] =
-        serde_json::to_value(history.iter().map(EscalationRow::view).collect::<Vec<_>>())
-            .unwrap_or_default();
-    body["suppression"] = serde_json::to_value(suppression).unwrap_or_default();
-    Ok(Json(body))
+    Ok(Json(EscalationDetail {
+        escalation: current.view(),
+        history: history.iter().map(EscalationRow::view).collect(),
+        suppression,
+    }))
 }
 
+/// One prefix: its current (or latest) escalation, history and suppression.
+#[utoipa::path(
+    get,
+    path = "/api/v1/escalations/{prefix}",
+    tag = "escalations",
+    params(("prefix" = String, Path, description = "URL-encoded prefix: `203.0.113.0%2F24`")),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 200, body = EscalationDetail), (status = "default", description = "An error", body = ErrorBody))
+)]
 async fn one(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<EscalationDetail>, ApiError> {
     caller.require(Role::Read)?;
     show(&state, parse_prefix(&raw)?).await
 }
 
+/// Like `GET /api/v1/escalations/{prefix}`, with the slash unencoded.
+#[utoipa::path(
+    get,
+    path = "/api/v1/escalations/{addr}/{len}",
+    tag = "escalations",
+    params(("addr" = String, Path, description = "Network address: `203.0.113.0`"), ("len" = String, Path, description = "Prefix length: `24`")),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 200, body = EscalationDetail), (status = "default", description = "An error", body = ErrorBody))
+)]
 async fn one_split(
     State(state): State<AppState>,
     caller: Caller,
     Path((addr, len)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<EscalationDetail>, ApiError> {
     caller.require(Role::Read)?;
     show(&state, parse_prefix(&format!("{addr}/{len}"))?).await
 }
 
-#[derive(Debug, Deserialize)]
+/// A manual escalation.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ManualRequest {
+    /// The covering prefix, like `203.0.113.0/24`; no host bits.
+    #[schema(example = "203.0.113.0/24")]
     prefix: String,
+    /// Why (1..=500 characters); kept in the audit log.
     reason: String,
+    /// How long it holds (`"2h"`); without it, until deleted.
     #[serde(default)]
+    #[schema(example = "2h")]
     duration: Option<String>,
 }
 
@@ -147,11 +198,27 @@ fn parse_duration(field: &str, s: &str) -> Result<Duration, ApiError> {
     Ok(d)
 }
 
+/// Escalate a prefix by hand. The same safety rails apply as to the checker's decisions; a
+/// refusal names the rule (409 for `max_active` and `foreign_route`, 422 otherwise). The checker
+/// does not withdraw it before its duration ends or it is deleted.
+#[utoipa::path(
+    post,
+    path = "/api/v1/escalations",
+    tag = "escalations",
+    request_body = ManualRequest,
+    security(("bearer" = []), ("basic" = [])),
+    responses(
+        (status = 201, description = "Recorded; the checker announces it", body = EscalationView),
+        (status = 409, description = "Already escalated, or refused by `max_active`", body = ErrorBody),
+        (status = 422, description = "Invalid, or refused by a rail (the rule is named)", body = ErrorBody),
+        (status = "default", description = "An error", body = ErrorBody)
+    )
+)]
 async fn escalate(
     State(state): State<AppState>,
     caller: Caller,
     Body(req): Body<ManualRequest>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<EscalationView>), ApiError> {
     caller.require(Role::Admin)?;
     let net = parse_prefix(&req.prefix)?;
     let reason = req.reason.trim();
@@ -212,17 +279,32 @@ async fn escalate(
             other => other.into(),
         })?;
     state.checker.wake();
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::to_value(row.view()).unwrap_or_default()),
-    ))
+    Ok((StatusCode::CREATED, Json(row.view())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct WithdrawQuery {
+    /// Keep the checker from re-escalating the prefix this long (`"30m"`).
     suppress: Option<String>,
+    /// Why; kept in the audit log.
     reason: Option<String>,
+}
+
+/// What a manual withdrawal did.
+#[derive(Serialize, ToSchema)]
+struct Withdrawal {
+    prefix: String,
+    /// The escalation being withdrawn, if one was live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    escalation_id: Option<i64>,
+    /// `withdrawing` when an escalation was live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    suppressed_until: Option<String>,
 }
 
 async fn do_withdraw(
@@ -230,7 +312,7 @@ async fn do_withdraw(
     caller: &Caller,
     net: IpNet,
     q: WithdrawQuery,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Withdrawal>), ApiError> {
     caller.require(Role::Admin)?;
     let suppress = q
         .suppress
@@ -253,49 +335,84 @@ async fn do_withdraw(
             .suppress(&prefix, now + ms(d), &reason, &caller.name, now)
             .await?;
     }
-    let mut body = json!({ "prefix": prefix });
+    let mut body = Withdrawal {
+        suppressed_until: suppress.map(|d| crate::clock::rfc3339(now + ms(d))),
+        prefix,
+        escalation_id: None,
+        state: None,
+    };
     if let Some(row) = found {
         state
             .store
-            .request_withdraw(row.id, &prefix, now, &caller.name, &reason)
+            .request_withdraw(row.id, &body.prefix, now, &caller.name, &reason)
             .await?;
         state.checker.wake();
-        body["escalation_id"] = json!(row.id);
-        body["state"] = json!("withdrawing");
-    }
-    if let Some(d) = suppress {
-        body["suppressed_until"] = json!(crate::clock::rfc3339(now + ms(d)));
+        body.escalation_id = Some(row.id);
+        body.state = Some("withdrawing");
     }
     Ok((StatusCode::ACCEPTED, Json(body)))
 }
 
+/// Withdraw a prefix by hand, optionally suppressing it (`?suppress=30m`): the checker does not
+/// re-escalate it while suppressed. With `suppress`, a prefix that is not escalated is
+/// suppressed all the same.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/escalations/{prefix}",
+    tag = "escalations",
+    params(("prefix" = String, Path, description = "URL-encoded prefix: `203.0.113.0%2F24`"), WithdrawQuery),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 202, description = "The checker withdraws it", body = Withdrawal), (status = "default", description = "An error", body = ErrorBody))
+)]
 async fn withdraw(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
     Query(q): Query<WithdrawQuery>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Withdrawal>), ApiError> {
     caller.require(Role::Admin)?;
     do_withdraw(&state, &caller, parse_prefix(&raw)?, q).await
 }
 
+/// Like `DELETE /api/v1/escalations/{prefix}`, with the slash unencoded.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/escalations/{addr}/{len}",
+    tag = "escalations",
+    params(("addr" = String, Path, description = "Network address: `203.0.113.0`"), ("len" = String, Path, description = "Prefix length: `24`"), WithdrawQuery),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 202, description = "The checker withdraws it", body = Withdrawal), (status = "default", description = "An error", body = ErrorBody))
+)]
 async fn withdraw_split(
     State(state): State<AppState>,
     caller: Caller,
     Path((addr, len)): Path<(String, String)>,
     Query(q): Query<WithdrawQuery>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Withdrawal>), ApiError> {
     caller.require(Role::Admin)?;
     do_withdraw(&state, &caller, parse_prefix(&format!("{addr}/{len}"))?, q).await
 }
 
+#[derive(Serialize, ToSchema)]
+struct SuppressionList {
+    suppressions: Vec<SuppressionRow>,
+}
+
+/// Prefixes the checker must not escalate, and until when.
+#[utoipa::path(
+    get,
+    path = "/api/v1/suppressions",
+    tag = "escalations",
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 200, body = SuppressionList), (status = "default", description = "An error", body = ErrorBody))
+)]
 async fn suppressions(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SuppressionList>, ApiError> {
     caller.require(Role::Read)?;
-    let rows = state.store.active_suppressions(now_ms()).await?;
-    Ok(Json(json!({ "suppressions": rows })))
+    let suppressions = state.store.active_suppressions(now_ms()).await?;
+    Ok(Json(SuppressionList { suppressions }))
 }
 
 async fn do_lift(state: &AppState, caller: &Caller, net: IpNet) -> Result<StatusCode, ApiError> {
@@ -312,6 +429,15 @@ async fn do_lift(state: &AppState, caller: &Caller, net: IpNet) -> Result<Status
     }
 }
 
+/// Lift a suppression.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/suppressions/{prefix}",
+    tag = "escalations",
+    params(("prefix" = String, Path, description = "URL-encoded prefix: `203.0.113.0%2F24`")),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 204, description = "Lifted"), (status = "default", description = "An error", body = ErrorBody))
+)]
 async fn lift(
     State(state): State<AppState>,
     caller: Caller,
@@ -320,6 +446,15 @@ async fn lift(
     do_lift(&state, &caller, parse_prefix(&raw)?).await
 }
 
+/// Like `DELETE /api/v1/suppressions/{prefix}`, with the slash unencoded.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/suppressions/{addr}/{len}",
+    tag = "escalations",
+    params(("addr" = String, Path, description = "Network address: `203.0.113.0`"), ("len" = String, Path, description = "Prefix length: `24`")),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 204, description = "Lifted"), (status = "default", description = "An error", body = ErrorBody))
+)]
 async fn lift_split(
     State(state): State<AppState>,
     caller: Caller,

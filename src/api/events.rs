@@ -1,40 +1,72 @@
 //! `GET /api/v1/events`: the audit log, newest first, filtered and paginated by id.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Caller;
 use super::error::ApiError;
+use super::openapi::ErrorBody;
 use super::{AppState, Query};
 use crate::clock::parse_time;
 use crate::config::Role;
-use crate::store::EventFilter;
+use crate::store::{EventFilter, EventRow};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/events", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// Events about this host.
     ip: Option<String>,
+    /// Events about this prefix (URL-encoded: `203.0.113.0%2F24`).
     prefix: Option<String>,
+    /// Event kind (`notification`, `escalate`, `announced`, `withdrawn`, `refused`, ...).
     kind: Option<String>,
+    /// Who caused it: a token name, `fastnetmon`, `checker`.
     actor: Option<String>,
+    /// From this time on (RFC 3339 or Unix milliseconds).
     since: Option<String>,
+    /// Up to this time (RFC 3339 or Unix milliseconds).
     until: Option<String>,
+    /// Page: events with an id below this (the previous page's `next_before`).
     before: Option<i64>,
+    /// 1..=1000, default 100.
     limit: Option<i64>,
 }
 
+/// One page of the audit log, newest first.
+#[derive(Serialize, ToSchema)]
+struct EventPage {
+    events: Vec<EventRow>,
+    /// Pass as `before` for the next page; null on the last page.
+    next_before: Option<i64>,
+}
+
+/// The audit log: every notification, decision, announcement, withdrawal, refusal and error,
+/// with who or what caused it. Never edited.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "events",
+    params(EventsQuery),
+    security(("bearer" = []), ("basic" = [])),
+    responses(
+        (status = 200, body = EventPage),
+        (status = "default", description = "An error", body = ErrorBody)
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<EventsQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<EventPage>, ApiError> {
     caller.require(Role::Read)?;
     let time = |field: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
         v.as_deref()
@@ -77,5 +109,8 @@ async fn list(
     } else {
         None
     };
-    Ok(Json(json!({ "events": events, "next_before": next })))
+    Ok(Json(EventPage {
+        events,
+        next_before: next,
+    }))
 }

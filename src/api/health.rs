@@ -1,33 +1,86 @@
 //! `/healthz` (the process answers) and `/readyz` (the database is writable and the BGP speaker
 //! reachable; the body says which part is not, and how the live FastNetMon sources are doing).
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
+use crate::bgp::SpeakerHealth;
+use crate::checker::CheckerStatus;
 use crate::clock::now_ms;
+use crate::sources::SourceView;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[derive(Serialize, ToSchema)]
+struct Alive {
+    /// Always `ok`.
+    status: &'static str,
 }
 
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+/// The process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Alive)))]
+async fn healthz() -> Json<Alive> {
+    Json(Alive { status: "ok" })
+}
+
+#[derive(Serialize, ToSchema)]
+struct DatabaseHealth {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Readiness {
+    /// `ready`, or `degraded` with the parts named in `degraded`.
+    status: &'static str,
+    /// `database`, `bgp`, `sources`.
+    degraded: Vec<&'static str>,
+    database: DatabaseHealth,
+    bgp: SpeakerHealth,
+    checker: CheckerStatus,
+    #[schema(value_type = BTreeMap<String, SourceView>)]
+    sources: BTreeMap<&'static str, SourceView>,
+    dry_run: bool,
+}
+
+/// The database is writable and the BGP speaker reachable (else 503); stale FastNetMon sources
+/// degrade the service but leave it ready.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready (possibly degraded: see `degraded`)", body = Readiness),
+        (status = 503, description = "Not ready: the database or the speaker", body = Readiness)
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let db = match state.store.check_writable().await {
-        Ok(()) => json!({ "ok": true }),
-        Err(e) => json!({ "ok": false, "detail": e.to_string() }),
+        Ok(()) => DatabaseHealth {
+            ok: true,
+            detail: None,
+        },
+        Err(e) => DatabaseHealth {
+            ok: false,
+            detail: Some(e.to_string()),
+        },
     };
     let speaker = state.speaker.health().await;
     let checker = state.checker.status();
-    let db_ok = db["ok"].as_bool().unwrap_or(false);
+    let db_ok = db.ok;
     let ready = db_ok && speaker.reachable;
     let mut degraded = Vec::new();
     if !db_ok {
@@ -50,14 +103,18 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::
     };
     (
         status,
-        Json(json!({
-            "status": if degraded.is_empty() { "ready" } else { "degraded" },
-            "degraded": degraded,
-            "database": db,
-            "bgp": speaker,
-            "checker": checker,
-            "sources": state.sources.views(now),
-            "dry_run": state.config.escalation.dry_run,
-        })),
+        Json(Readiness {
+            status: if degraded.is_empty() {
+                "ready"
+            } else {
+                "degraded"
+            },
+            degraded,
+            database: db,
+            bgp: speaker,
+            checker,
+            sources: state.sources.views(now),
+            dry_run: state.config.escalation.dry_run,
+        }),
     )
 }

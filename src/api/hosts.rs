@@ -3,34 +3,41 @@
 use std::net::IpAddr;
 
 use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Caller;
 use super::error::ApiError;
+use super::openapi::ErrorBody;
 use super::{page, AppState, Query};
 use crate::clock::{now_ms, rfc3339, Millis};
 use crate::config::Role;
 use crate::decision::CoveringPrefix;
-use crate::store::{HostFilter, HostRow, SampleRow};
+use crate::store::{EpisodeRow, HostFilter, HostRow, SampleRow};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/hosts", get(list))
-        .route("/api/v1/hosts/{ip}", get(one))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(one))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// `banned` or `unbanned`.
     state: Option<String>,
+    /// 1..=1000, default 100.
     limit: Option<i64>,
+    /// Default 0.
     offset: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+/// The newest traffic sample of a host (bits and packets per second).
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TrafficView {
     pub in_bps: i64,
     pub out_bps: i64,
@@ -38,8 +45,10 @@ pub struct TrafficView {
     pub out_pps: i64,
     pub in_mbps: f64,
     pub out_mbps: f64,
+    #[schema(format = DateTime)]
     pub at: String,
     pub age_seconds: f64,
+    /// Where the sample came from: `notification`, `influxdb`, `fastnetmon_api`.
     pub source: String,
 }
 
@@ -57,12 +66,28 @@ pub fn traffic_view(s: &SampleRow, now: Millis) -> TrafficView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct HostView {
     #[serde(flatten)]
     host: HostRow,
     covering_prefix: String,
     traffic: Option<TrafficView>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct HostList {
+    hosts: Vec<HostView>,
+    total: i64,
+    limit: i64,
+    offset: i64,
+}
+
+/// A host with its ban episodes, newest first.
+#[derive(Serialize, ToSchema)]
+struct HostDetail {
+    #[serde(flatten)]
+    host: HostView,
+    episodes: Vec<EpisodeRow>,
 }
 
 async fn view(state: &AppState, host: HostRow, now: Millis) -> Result<HostView, ApiError> {
@@ -78,11 +103,23 @@ async fn view(state: &AppState, host: HostRow, now: Millis) -> Result<HostView, 
     })
 }
 
+/// Hosts FastNetMon told us about, with state and latest traffic.
+#[utoipa::path(
+    get,
+    path = "/api/v1/hosts",
+    tag = "hosts",
+    params(ListQuery),
+    security(("bearer" = []), ("basic" = [])),
+    responses(
+        (status = 200, body = HostList),
+        (status = "default", description = "An error", body = ErrorBody)
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<HostList>, ApiError> {
     caller.require(Role::Read)?;
     if let Some(s) = &q.state {
         if s != "banned" && s != "unbanned" {
@@ -103,12 +140,12 @@ async fn list(
     for r in rows {
         hosts.push(view(&state, r, now).await?);
     }
-    Ok(Json(json!({
-        "hosts": hosts,
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-    })))
+    Ok(Json(HostList {
+        hosts,
+        total,
+        limit,
+        offset,
+    }))
 }
 
 pub(crate) fn parse_ip(raw: &str) -> Result<IpAddr, ApiError> {
@@ -123,11 +160,23 @@ pub(crate) fn parse_ip(raw: &str) -> Result<IpAddr, ApiError> {
         })
 }
 
+/// One host, with its ban episodes.
+#[utoipa::path(
+    get,
+    path = "/api/v1/hosts/{ip}",
+    tag = "hosts",
+    params(("ip" = String, Path, description = "IPv4 or IPv6 address")),
+    security(("bearer" = []), ("basic" = [])),
+    responses(
+        (status = 200, body = HostDetail),
+        (status = "default", description = "An error", body = ErrorBody)
+    )
+)]
 async fn one(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<HostDetail>, ApiError> {
     caller.require(Role::Read)?;
     let ip = parse_ip(&raw)?;
     let host = state
@@ -136,8 +185,6 @@ async fn one(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no host {ip}")))?;
     let episodes = state.store.episodes(ip).await?;
-    let v = view(&state, host, now_ms()).await?;
-    let mut body = serde_json::to_value(v).unwrap_or_default();
-    body["episodes"] = serde_json::to_value(episodes).unwrap_or_default();
-    Ok(Json(body))
+    let host = view(&state, host, now_ms()).await?;
+    Ok(Json(HostDetail { host, episodes }))
 }

@@ -4,20 +4,32 @@
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Caller;
 use super::error::ApiError;
+use super::openapi::ErrorBody;
 use super::AppState;
 use crate::clock::now_ms;
 use crate::config::Role;
 use crate::metrics::{metrics, SourceLabels, StateLabels};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(scrape))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(scrape))
 }
 
+/// Prometheus (OpenMetrics) text exposition.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    security(("bearer" = []), ("basic" = [])),
+    responses(
+        (status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String),
+        (status = "default", description = "An error", body = ErrorBody)
+    )
+)]
 async fn scrape(
     State(state): State<AppState>,
     caller: Caller,

@@ -10,6 +10,7 @@ mod hosts;
 pub mod json;
 mod metrics;
 pub mod notifications;
+pub mod openapi;
 mod write;
 
 use std::sync::Arc;
@@ -17,9 +18,12 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
-use axum::Router;
+use axum::{Extension, Router};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::bgp::Speaker;
 use crate::checker::CheckerHandle;
@@ -43,18 +47,36 @@ pub struct AppState {
     pub sources: Sources,
 }
 
-pub fn router(state: AppState) -> Router {
-    let max_body = state.config.server.max_body_bytes;
-    let timeout = state.config.server.request_timeout;
-    let max_write = state.config.server.max_write_bytes;
-    Router::new()
+/// Every route of the API together with its OpenAPI documentation: one builder, so neither can
+/// exist without the other.
+pub fn documented_routes(max_write_bytes: usize) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(notifications::router())
-        .merge(write::router(max_write))
+        .merge(write::router(max_write_bytes))
         .merge(hosts::router())
         .merge(escalations::router())
         .merge(events::router())
         .merge(health::router())
         .merge(metrics::router())
+        .routes(routes!(openapi::document))
+}
+
+/// The OpenAPI 3 document of the API, as `/api/v1/openapi.json` serves it.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    documented_routes(0).into_openapi()
+}
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.server.max_body_bytes;
+    let timeout = state.config.server.request_timeout;
+    let max_write = state.config.server.max_write_bytes;
+    let (routes, doc) = documented_routes(max_write).split_for_parts();
+    let doc = doc.to_json().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the OpenAPI document could not be rendered");
+        "{}".to_string()
+    });
+    routes
+        .layer(Extension(openapi::Document(Arc::new(doc))))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(count_request))

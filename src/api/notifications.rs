@@ -3,13 +3,16 @@
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Caller;
 use super::error::ApiError;
 use super::json::body_bytes;
+use super::openapi::ErrorBody;
 use super::AppState;
 use crate::clock::{now_ms, parse_time};
 use crate::config::Role;
@@ -23,8 +26,16 @@ pub const OBSERVED_AT: &str = "x-fnm-observed-at";
 /// How it reached us: `notify_json`, `notify_text`, `spool`; default `web_callback`.
 pub const SOURCE: &str = "x-fnm-source";
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/notifications", post(receive))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(receive))
+}
+
+/// What was done with a notification.
+#[derive(Serialize, ToSchema)]
+struct Accepted {
+    /// The stored notification's id (null for a duplicate, which stores nothing).
+    id: Option<i64>,
+    outcome: Outcome,
 }
 
 pub(crate) fn parse_error(e: ParseError) -> ApiError {
@@ -82,11 +93,31 @@ pub(crate) fn delivery_meta(
     Ok((key, observed_at, source))
 }
 
+/// A FastNetMon JSON notification exactly as FastNetMon sends it (web callback or JSON notify
+/// script): `ban`, `unban`, `attack_status`, `partial_block`/`partial_unblock`, host or hostgroup
+/// scope. Answered 2xx only once durably stored.
+#[utoipa::path(
+    post,
+    path = "/api/v1/notifications",
+    tag = "notifications",
+    request_body(content = Object, description = "FastNetMon's notification JSON", content_type = "application/json"),
+    params(
+        ("idempotency-key" = Option<String>, Header, description = "A repeated key stores nothing twice"),
+        ("x-fnm-observed-at" = Option<String>, Header, description = "When FastNetMon produced it (RFC 3339 or Unix ms)"),
+        ("x-fnm-source" = Option<String>, Header, description = "`web_callback` (default), `notify_json`, `notify_text`, `spool`")
+    ),
+    security(("bearer" = []), ("basic" = [])),
+    responses(
+        (status = 201, description = "Stored", body = Accepted),
+        (status = 200, description = "A duplicate of one stored already", body = Accepted),
+        (status = "default", description = "An error", body = ErrorBody)
+    )
+)]
 async fn receive(
     State(state): State<AppState>,
     caller: Caller,
     req: Request,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     caller.require(Role::Notify)?;
     let received_at = now_ms();
     let (key, observed_at, source) = delivery_meta(req.headers(), received_at)?;
@@ -122,6 +153,9 @@ async fn receive(
     };
     Ok((
         status,
-        Json(json!({ "id": recorded.id, "outcome": recorded.outcome })),
+        Json(Accepted {
+            id: recorded.id,
+            outcome: recorded.outcome,
+        }),
     ))
 }

@@ -8,13 +8,15 @@ use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
-use axum::routing::post;
-use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::json::body_bytes;
+use super::openapi::ErrorBody;
 use super::{AppState, Query};
 use crate::clock::{ms, now_ms};
 use crate::config::Role;
@@ -26,24 +28,41 @@ use crate::sources::{Cycle, INFLUXDB};
 /// Bad lines named in a 400 answer.
 const ERRORS_SHOWN: usize = 5;
 
-pub fn router(max_bytes: usize) -> Router<AppState> {
+pub fn router(max_bytes: usize) -> OpenApiRouter<AppState> {
     // A push carries every active host: its own, larger body limit (this layer runs after the
     // API-wide one, so it wins for this route).
-    Router::new().route(
-        "/write",
-        post(write).layer(DefaultBodyLimit::max(max_bytes)),
-    )
+    OpenApiRouter::new()
+        .routes(routes!(write))
+        .layer(DefaultBodyLimit::max(max_bytes))
 }
 
 /// InfluxDB 1.x `/write` parameters; the others (`db`, `rp`, `consistency`) are accepted and
 /// ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WriteQuery {
+    /// InfluxDB user: the token's name (optional).
     u: Option<String>,
+    /// InfluxDB password: the token (FastNetMon's `influxdb_auth`).
     p: Option<String>,
+    /// Timestamp precision: `ns` (default), `us`, `ms`, `s`, `m`, `h`.
     precision: Option<String>,
 }
 
+/// InfluxDB 1.x line protocol as FastNetMon's InfluxDB export sends it (`hosts_traffic`,
+/// `hosts_ipv6_traffic`, `networks_traffic`): live per-host counters.
+#[utoipa::path(
+    post,
+    path = "/write",
+    tag = "notifications",
+    params(WriteQuery),
+    request_body(content = String, description = "InfluxDB line protocol", content_type = "text/plain"),
+    security(("bearer" = []), ("basic" = [])),
+    responses(
+        (status = 204, description = "Stored"),
+        (status = "default", description = "An error", body = ErrorBody)
+    )
+)]
 async fn write(
     State(state): State<AppState>,
     Query(q): Query<WriteQuery>,

@@ -150,7 +150,7 @@ pub struct RibPath {
 }
 
 /// How the speaker is doing, for `/readyz` and metrics.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SpeakerHealth {
     pub backend: &'static str,
     pub reachable: bool,
@@ -159,7 +159,7 @@ pub struct SpeakerHealth {
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PeerState {
     pub address: String,
     pub state: String,

@@ -55,7 +55,7 @@ impl BanList {
 }
 
 /// Whether a source is polled by us or pushes to us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Poll,
@@ -107,7 +107,7 @@ pub struct SourceHealth {
 }
 
 /// A source's health as `/readyz` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SourceView {
     pub name: &'static str,
     pub kind: Kind,

@@ -39,7 +39,7 @@ pub struct EscalationRow {
 }
 
 /// The API view of an escalation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EscalationView {
     pub id: i64,
     pub prefix: String,
@@ -53,29 +53,39 @@ pub struct EscalationView {
     pub dry_run: bool,
     pub created_by: String,
     #[serde(with = "serde_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
     #[serde(with = "serde_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Millis,
     #[serde(with = "serde_time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub announced_at: Option<Millis>,
     #[serde(with = "serde_time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_crossing_at: Option<Millis>,
     #[serde(with = "serde_time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub quiet_since: Option<Millis>,
     #[serde(with = "serde_time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Millis>,
     #[serde(with = "serde_time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub withdraw_requested_at: Option<Millis>,
     pub withdraw_reason: Option<String>,
     #[serde(with = "serde_time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub withdrawn_at: Option<Millis>,
     pub attempts: i64,
     #[serde(with = "serde_time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub next_attempt_at: Option<Millis>,
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What the route carries.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attributes {
     pub next_hop: String,
     pub communities: Vec<String>,
@@ -159,14 +169,16 @@ pub struct NewEscalation {
     pub detail: serde_json::Value,
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct SuppressionRow {
     pub prefix: String,
     #[serde(with = "serde_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub until: Millis,
     pub reason: String,
     pub created_by: String,
     #[serde(with = "serde_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
 }
 

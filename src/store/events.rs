@@ -19,17 +19,21 @@ pub struct NewEvent {
     pub detail: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+/// One audit-log entry: who (`actor`) did what (`kind`) to which host or prefix, and why.
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct EventRow {
     pub id: i64,
     #[serde(with = "serde_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: Millis,
     pub actor: String,
     pub kind: String,
     pub ip: Option<String>,
     pub prefix: Option<String>,
     pub message: String,
+    /// Structured detail of the event (kind-specific JSON), or null.
     #[serde(serialize_with = "raw_json")]
+    #[schema(value_type = Option<Object>)]
     pub detail: Option<String>,
 }
 

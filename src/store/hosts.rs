@@ -40,7 +40,7 @@ pub struct Reconciled {
 }
 
 /// What recording a notification did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The host became banned (a new episode).
@@ -81,34 +81,41 @@ pub struct Recorded {
     pub wake_checker: bool,
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct HostRow {
     pub ip: String,
     pub family: i64,
     pub state: String,
     #[serde(with = "serde_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub state_at: Millis,
     #[serde(with = "serde_time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub banned_at: Option<Millis>,
     #[serde(with = "serde_time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub unbanned_at: Option<Millis>,
     pub attack_uuid: Option<String>,
     pub direction: Option<String>,
     pub source: String,
     #[serde(with = "serde_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub first_seen_at: Millis,
     #[serde(with = "serde_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Millis,
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct EpisodeRow {
     pub id: i64,
     #[serde(skip)]
     pub ip: String,
     #[serde(with = "serde_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub started_at: Millis,
     #[serde(with = "serde_time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub ended_at: Option<Millis>,
     pub attack_uuid: Option<String>,
     pub attack_type: Option<String>,

@@ -7,6 +7,7 @@ mod e2e_gobgp;
 mod escalation;
 mod exec_backend;
 mod notifications;
+mod openapi;
 mod operator;
 mod sources;
 mod support;
