@@ -9,5 +9,6 @@ mod exec_backend;
 mod notifications;
 mod openapi;
 mod operator;
+mod reliability;
 mod sources;
 mod support;
