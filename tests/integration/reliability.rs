@@ -38,7 +38,7 @@ fn plan() -> Vec<Vec<Planned>> {
     for h in 0..NOTIFICATIONS / 2 {
         let prefix = h % PREFIXES;
         let ip = format!("198.18.{prefix}.{}", 1 + (h / PREFIXES) % 250);
-        let stays_banned = prefix % 2 == 0;
+        let stays_banned = prefix.is_multiple_of(2);
         let client = h % CLIENTS;
         let ban = json!({
             "ip": ip, "action": "ban", "alert_scope": "host",
@@ -64,7 +64,7 @@ fn plan() -> Vec<Vec<Planned>> {
 
 fn expected_prefixes() -> BTreeSet<String> {
     (0..PREFIXES)
-        .filter(|p| p % 2 == 0)
+        .filter(|p| p.is_multiple_of(2))
         .map(|p| format!("198.18.{p}.0/24"))
         .collect()
 }
