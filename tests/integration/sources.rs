@@ -907,3 +907,117 @@ async fn history_is_thinned_on_write_and_the_latest_always_updated() {
     assert_eq!((latest.at, latest.in_bps), (now + 59_000, 59));
     app.stop().await;
 }
+
+/// The FastNetMon API down (connection refused), answering in 5 s (far past the timeout), or
+/// answering garbage, each for what would be ten minutes of 5-second polls (120 cycles; time
+/// compressed 50x): nothing is withdrawn for lack of data, hosts stay banned, `/readyz` says
+/// `degraded` and names the source, every cycle is bounded by the timeout, and recovery needs
+/// no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outages_down_slow_or_garbage_withdraw_nothing_and_recover_by_themselves() {
+    const INTERVAL: Duration = Duration::from_millis(100);
+    const TIMEOUT: Duration = Duration::from_millis(60);
+    const CYCLES: u64 = 120;
+    let hosts = ["198.51.100.7", "198.51.101.7", "2001:db8:1::7"];
+    let prefixes = vec![
+        "198.51.100.0/24".to_string(),
+        "198.51.101.0/24".to_string(),
+        "2001:db8:1::/48".to_string(),
+    ];
+    let api = FnmApi::start().await;
+    for ip in hosts {
+        api.ban(ip);
+        api.set_counters(ip, FLOOD);
+    }
+    let (app, fake) = app_with(|c| {
+        use_api(c, &api, INTERVAL, TIMEOUT);
+        // Samples go stale within three cycles and release_after is shorter still: a service
+        // that took missing data for quiet traffic would withdraw within the first second.
+        c.thresholds.sample_max_age = Duration::from_millis(300);
+        c.escalation.release_after = Duration::from_millis(200);
+        c.escalation.min_hold = Duration::ZERO;
+        c.escalation.check_interval = Duration::from_millis(100);
+    })
+    .await;
+    for p in &prefixes {
+        wait_escalation(&app, p, "active", Duration::from_secs(5)).await;
+    }
+    assert_eq!(fake.prefixes(), prefixes);
+
+    for mode in ["down", "slow", "garbage"] {
+        let before = ready(&app).await.1["sources"]["fastnetmon_api"]["errors"]
+            .as_u64()
+            .unwrap_or(0);
+        match mode {
+            "down" => api.down(),
+            "slow" => api.slow(Some(Duration::from_secs(5))),
+            _ => api.garbage(true),
+        }
+        let started = Instant::now();
+        // A cycle is at most the timeout plus the interval; allow twice that, plus slack.
+        let budget = (INTERVAL + TIMEOUT) * (2 * CYCLES as u32) + Duration::from_secs(5);
+        let mut max_cycle_ms: f64 = 0.0;
+        loop {
+            let (status, r) = ready(&app).await;
+            let s = &r["sources"]["fastnetmon_api"];
+            max_cycle_ms = max_cycle_ms.max(s["last_cycle_ms"].as_f64().unwrap_or(0.0));
+            let errors = s["errors"].as_u64().unwrap_or(0);
+            assert_eq!(fake.prefixes(), prefixes, "{mode}: a route was withdrawn");
+            if errors >= before + 3 {
+                assert_eq!(status, 200, "{mode}: {r}");
+                assert_eq!(r["status"], "degraded", "{mode}: {r}");
+                assert_eq!(r["degraded"], json!(["sources"]), "{mode}: {r}");
+                assert_eq!(s["healthy"], false, "{mode}: {s}");
+            }
+            if errors >= before + CYCLES {
+                break;
+            }
+            assert!(
+                started.elapsed() < budget,
+                "{mode}: only {} failed cycles in {budget:?}: cycles are not bounded",
+                errors - before
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let took = started.elapsed();
+        eprintln!(
+            "outage {mode}: {CYCLES} failed cycles in {took:?}, longest {max_cycle_ms:.0} ms"
+        );
+        assert!(
+            max_cycle_ms <= (TIMEOUT * 3).as_secs_f64() * 1000.0,
+            "{mode}: a cycle took {max_cycle_ms} ms, the timeout is {TIMEOUT:?}"
+        );
+        let (_, es) = app.get("/api/v1/escalations?state=active", READ).await;
+        assert_eq!(
+            es["escalations"].as_array().map(Vec::len),
+            Some(prefixes.len()),
+            "{mode}: {es}"
+        );
+        for ip in hosts {
+            assert_eq!(host(&app, ip).await["state"], "banned", "{mode}: {ip}");
+        }
+
+        match mode {
+            "down" => api.up().await,
+            "slow" => api.slow(None),
+            _ => api.garbage(false),
+        }
+        let r = app
+            .wait_for("/readyz", Duration::from_secs(5), |r| {
+                r["status"] == "ready"
+            })
+            .await;
+        assert_eq!(r["status"], "ready", "{mode}: did not recover: {r}");
+        assert_eq!(fake.prefixes(), prefixes);
+    }
+
+    // Data again, and it says the attack is over: now, and only now, the prefixes go.
+    for ip in hosts {
+        api.set_counters(ip, QUIET);
+    }
+    for p in &prefixes {
+        wait_escalation(&app, p, "withdrawn", Duration::from_secs(5)).await;
+    }
+    assert!(fake.prefixes().is_empty());
+    app.stop().await;
+}

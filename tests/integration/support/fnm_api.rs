@@ -48,6 +48,10 @@ struct Inner {
     failing: HashMap<IpAddr, u16>,
     /// Every request answered with this status.
     api_failure: Option<u16>,
+    /// Every request waits this long before answering.
+    api_latency: Option<Duration>,
+    /// Every request answers 200 with a body that is not FastNetMon's JSON.
+    garbage: bool,
     /// `/blackhole` answers served since the last restart.
     lists_since_restart: u64,
     counter_requests: u64,
@@ -55,41 +59,91 @@ struct Inner {
     max_in_flight: usize,
 }
 
+type Task = Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>;
+
 #[derive(Clone)]
 pub struct FnmApi {
     pub url: String,
+    addr: std::net::SocketAddr,
     inner: Arc<Mutex<Inner>>,
-    task: Arc<tokio::task::JoinHandle<()>>,
+    task: Task,
 }
 
 impl Drop for FnmApi {
     fn drop(&mut self) {
         if Arc::strong_count(&self.task) == 1 {
-            self.task.abort();
+            if let Some(t) = self.task.lock().ok().and_then(|mut t| t.take()) {
+                t.abort();
+            }
         }
     }
+}
+
+fn app(inner: Shared) -> Router {
+    Router::new()
+        .route("/blackhole", get(blackhole))
+        .route("/single_host_counters/{ip}", get(counters))
+        .route("/single_host_counters_v6/{ip}", get(counters))
+        .layer(axum::middleware::from_fn_with_state(
+            inner.clone(),
+            api_wide,
+        ))
+        .with_state(inner)
 }
 
 impl FnmApi {
     pub async fn start() -> FnmApi {
         let inner = Arc::new(Mutex::new(Inner::default()));
-        let app = Router::new()
-            .route("/blackhole", get(blackhole))
-            .route("/single_host_counters/{ip}", get(counters))
-            .route("/single_host_counters_v6/{ip}", get(counters))
-            .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let router = app(inner.clone());
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(listener, router).await;
         });
         FnmApi {
             url: format!("http://{addr}"),
+            addr,
             inner,
-            task: Arc::new(task),
+            task: Arc::new(Mutex::new(Some(task))),
         }
+    }
+
+    /// The API goes down: its port refuses connections until [`FnmApi::up`].
+    pub fn down(&self) {
+        if let Some(t) = self.task.lock().expect("lock").take() {
+            t.abort();
+        }
+    }
+
+    /// The API comes back on the same port, with the same state.
+    pub async fn up(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("rebind {}: {e}", self.addr),
+            }
+        };
+        let router = app(self.inner.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        *self.task.lock().expect("lock") = Some(task);
+    }
+
+    /// Every request waits `d` before answering (None: answers at once again).
+    pub fn slow(&self, d: Option<Duration>) {
+        self.with(|s| s.api_latency = d);
+    }
+
+    /// Every request answers 200 with garbage instead of FastNetMon's JSON.
+    pub fn garbage(&self, on: bool) {
+        self.with(|s| s.garbage = on);
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
@@ -163,6 +217,25 @@ impl FnmApi {
 }
 
 type Shared = Arc<Mutex<Inner>>;
+
+/// Faults that apply to the whole API: latency, then garbage.
+async fn api_wide(
+    State(state): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (latency, garbage) = {
+        let s = state.lock().expect("lock");
+        (s.api_latency, s.garbage)
+    };
+    if let Some(d) = latency {
+        tokio::time::sleep(d).await;
+    }
+    if garbage {
+        return (StatusCode::OK, "<html><body>502 Bad Gateway</body></html>").into_response();
+    }
+    next.run(req).await
+}
 
 fn authorized(headers: &HeaderMap) -> bool {
     let Some(value) = headers
