@@ -1,5 +1,6 @@
 //! The integration suite: one test binary, so every test shares one build.
 
+mod authorization;
 mod bgp_gobgp;
 mod e2e_exabgp;
 mod e2e_fastnetmon;
