@@ -10,6 +10,7 @@ mod exec_backend;
 mod notifications;
 mod openapi;
 mod operator;
+mod ordering;
 mod reliability;
 mod sources;
 mod support;

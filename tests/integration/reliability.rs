@@ -410,3 +410,141 @@ async fn after_gobgpd_or_bird_restarts_every_escalation_is_back_within_reconcile
     );
     app.stop().await;
 }
+
+/// With the service down, 1,000 `notify` calls (through the deploy wrapper's command line)
+/// each exit 0 within a second; a corrupt file dropped into the spool among them is
+/// quarantined, not retried forever; once the service is back, all 1,000 are delivered exactly
+/// once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_notify_calls_while_down_are_delivered_once_in_order() {
+    use crate::support::app::run_notify;
+    const CALLS: usize = 1000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    let addr = free_addr();
+    config.server.listen = addr;
+    config.server.spool_sweep_interval = Duration::from_millis(200);
+    let cfg_path = write_config(&config, dir.path());
+    let spool = dir.path().join("spool");
+
+    // 100 hosts, ten rounds of ban / unban: the order decides every host's final state.
+    let mut sequence = Vec::with_capacity(CALLS);
+    for round in 0..10 {
+        for h in 0..100 {
+            let ip = format!("10.154.{}.{}", h / 50, 1 + h % 50);
+            // Odd hosts end banned (their last round is a ban), even hosts end unbanned.
+            let ban = if h % 2 == 1 {
+                round % 2 == 1
+            } else {
+                round % 2 == 0
+            };
+            sequence.push((ip, if ban { "ban" } else { "unban" }));
+        }
+    }
+    let mut slowest = Duration::ZERO;
+    let started = Instant::now();
+    for (i, (ip, action)) in sequence.iter().enumerate() {
+        let (code, stderr, took) = run_notify(&cfg_path, &[ip, "incoming", "5000", action], b"");
+        assert_eq!(code, 0, "call {i}: {stderr}");
+        assert!(took < Duration::from_secs(1), "call {i} took {took:?}");
+        slowest = slowest.max(took);
+        if i == CALLS / 2 {
+            // Something else left a corrupt file that sorts among ours.
+            let name = std::fs::read_dir(&spool)
+                .expect("spool")
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".json"))
+                .max()
+                .expect("a spooled file");
+            let corrupt = spool.join(name.replace(".json", "-corrupt.json"));
+            std::fs::write(&corrupt, b"{\"version\": 1, \"body\": tru").expect("write corrupt");
+        }
+    }
+    eprintln!(
+        "spool: {CALLS} notify calls in {:?}, slowest {slowest:?}",
+        started.elapsed()
+    );
+
+    let svc = Service::start(&cfg_path, addr, &dir.path().join("serve.log"));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let events = loop {
+        let v: Value = http
+            .get(format!(
+                "{}/api/v1/events?kind=notification&limit=1000",
+                svc.url
+            ))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json");
+        let n = v["events"].as_array().map(Vec::len).unwrap_or(0);
+        if n >= CALLS || Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut delivered: Vec<String> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .map(|m| m.split(" (").next().unwrap_or("").to_string())
+        .collect();
+    delivered.reverse(); // the log is newest first
+    let expected: Vec<String> = sequence.iter().map(|(ip, a)| format!("{a} {ip}")).collect();
+    assert_eq!(delivered.len(), CALLS, "each delivered");
+    assert_eq!(delivered, expected, "once each, in order");
+    // Nothing more arrives later (a page past the thousand is empty).
+    let oldest = events["events"][CALLS - 1]["id"].as_i64().expect("id");
+    let more: Value = http
+        .get(format!(
+            "{}/api/v1/events?kind=notification&before={oldest}",
+            svc.url
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(more["events"].as_array().map(Vec::len), Some(0), "{more}");
+    let banned: Value = http
+        .get(format!("{}/api/v1/hosts?state=banned&limit=1", svc.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(banned["total"], 50);
+
+    // The corrupt file is quarantined with its reason, and the spool is empty.
+    let quarantined: Vec<String> = std::fs::read_dir(spool.join("quarantine"))
+        .expect("quarantine dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        quarantined.iter().any(|n| n.contains("-corrupt")),
+        "{quarantined:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&spool)
+        .expect("spool")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_file() && !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "spool not drained: {left:?}");
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).expect("log");
+    assert!(log.contains("corrupt spool file quarantined"), "{log}");
+    drop(svc);
+}
