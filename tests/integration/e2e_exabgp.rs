@@ -152,7 +152,14 @@ async fn escalation_reaches_bird_through_exabgp_and_comes_back_after_a_crash() {
         "the /32 touched: {routes:?}"
     );
     assert!(has(&routes, "2001:db8:5::/48"));
-    let (_, e) = app.get("/api/v1/escalations/198.51.100.0%2F24", READ).await;
+    // The ledger is written once the speaker confirms: BIRD may see the withdrawal first.
+    let e = app
+        .wait_for(
+            "/api/v1/escalations/198.51.100.0%2F24",
+            Duration::from_secs(5),
+            |e| e["state"] == "withdrawn",
+        )
+        .await;
     assert_eq!(e["state"], "withdrawn", "{e}");
 
     // ExaBGP crashes: its bridge goes with it (stdin closed), BIRD drops the routes.

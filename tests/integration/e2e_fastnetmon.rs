@@ -92,7 +92,14 @@ async fn netflow_flood_ends_as_a_24_at_bird_and_goes_away_after_the_unban() {
     );
     let (_, host) = app.get("/api/v1/hosts/198.51.100.5", READ).await;
     assert_eq!(host["state"], "unbanned", "{host}");
-    let (_, e) = app.get("/api/v1/escalations/198.51.100.0%2F24", READ).await;
+    // The ledger is written once the speaker confirms: BIRD may see the withdrawal first.
+    let e = app
+        .wait_for(
+            "/api/v1/escalations/198.51.100.0%2F24",
+            Duration::from_secs(5),
+            |e| e["state"] == "withdrawn",
+        )
+        .await;
     assert_eq!(e["state"], "withdrawn", "{e}");
     drop(fnm);
     app.stop().await;

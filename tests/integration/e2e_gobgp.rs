@@ -140,7 +140,14 @@ async fn escalation_reaches_bird_and_goes_away_with_the_unban() {
         "FastNetMon's /32 touched: {routes:?}"
     );
     assert!(has(&routes, "2001:db8:5::/48"));
-    let (_, e) = app.get("/api/v1/escalations/198.51.100.0%2F24", READ).await;
+    // The ledger is written once the speaker confirms: BIRD may see the withdrawal first.
+    let e = app
+        .wait_for(
+            "/api/v1/escalations/198.51.100.0%2F24",
+            Duration::from_secs(5),
+            |e| e["state"] == "withdrawn",
+        )
+        .await;
     assert_eq!(e["state"], "withdrawn", "{e}");
 
     // gobgpd dies and comes back empty: reconciliation re-announces what is active, and only

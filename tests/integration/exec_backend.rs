@@ -111,7 +111,14 @@ async fn exec_backend_announces_and_withdraws_through_the_gobgp_cli() {
     let routes = lab.wait_for_routes(|r| !has(r, "198.51.100.0/24"), Duration::from_secs(10));
     assert!(!has(&routes, "198.51.100.0/24"), "{routes:?}");
     assert!(has(&routes, "2001:db8:5::/48"), "{routes:?}");
-    let (_, e) = app.get("/api/v1/escalations/198.51.100.0%2F24", READ).await;
+    // The ledger is written once the speaker confirms: BIRD may see the withdrawal first.
+    let e = app
+        .wait_for(
+            "/api/v1/escalations/198.51.100.0%2F24",
+            Duration::from_secs(5),
+            |e| e["state"] == "withdrawn",
+        )
+        .await;
     assert_eq!(e["state"], "withdrawn", "{e}");
     app.stop().await;
 }

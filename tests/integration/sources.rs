@@ -957,13 +957,18 @@ async fn outages_down_slow_or_garbage_withdraw_nothing_and_recover_by_themselves
         // A cycle is at most the timeout plus the interval; allow twice that, plus slack.
         let budget = (INTERVAL + TIMEOUT) * (2 * CYCLES as u32) + Duration::from_secs(5);
         let mut max_cycle_ms: f64 = 0.0;
+        let mut seen_degraded = false;
         loop {
             let (status, r) = ready(&app).await;
             let s = &r["sources"]["fastnetmon_api"];
             max_cycle_ms = max_cycle_ms.max(s["last_cycle_ms"].as_f64().unwrap_or(0.0));
             let errors = s["errors"].as_u64().unwrap_or(0);
             assert_eq!(fake.prefixes(), prefixes, "{mode}: a route was withdrawn");
-            if errors >= before + 3 {
+            // Once the last success is older than the staleness bound, the source is degraded.
+            let lag = s["lag_seconds"].as_f64().unwrap_or(0.0);
+            let stale_after = s["stale_after_seconds"].as_f64().unwrap_or(0.0);
+            if lag > stale_after * 1.5 {
+                seen_degraded = true;
                 assert_eq!(status, 200, "{mode}: {r}");
                 assert_eq!(r["status"], "degraded", "{mode}: {r}");
                 assert_eq!(r["degraded"], json!(["sources"]), "{mode}: {r}");
@@ -979,6 +984,7 @@ async fn outages_down_slow_or_garbage_withdraw_nothing_and_recover_by_themselves
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        assert!(seen_degraded, "{mode}: /readyz never said degraded");
         let took = started.elapsed();
         eprintln!(
             "outage {mode}: {CYCLES} failed cycles in {took:?}, longest {max_cycle_ms:.0} ms"
