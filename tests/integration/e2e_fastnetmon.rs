@@ -1,7 +1,8 @@
 //! The whole chain with the real programs: NetFlow sent to a real FastNetMon Community makes it
 //! ban a host and call `fnm-escalator notify` through the deploy wrapper; its InfluxDB export
-//! pushes live counters to `/write`; the service escalates the covering /24 through a real
-//! gobgpd; a real BIRD holds it with our community and next hop; when the flood stops and
+//! pushes live counters to `/write`; the service escalates the covering /24 through a real BGP
+//! speaker (gobgpd over gRPC, ExaBGP through its process API, or the gobgp CLI run by the exec
+//! backend); a real BIRD holds it with our community and next hop; when the flood stops and
 //! FastNetMon unbans, the /24 is withdrawn after min_hold.
 
 use std::net::Ipv4Addr;
@@ -9,25 +10,118 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fnm_escalator::bgp::Community;
+use fnm_escalator::config::{Backend, Config};
 
 use crate::support::app::{binary, spawn_app, NOTIFY, READ};
+use crate::support::exabgp_lab::ExabgpLab;
 use crate::support::fastnetmon::{Fastnetmon, FastnetmonOptions};
-use crate::support::lab::Lab;
+use crate::support::lab::{BirdRoute, Lab};
+
+/// The upstream side of one run: a BGP speaker of some kind peering with BIRD.
+enum Upstream {
+    Gobgp(Lab),
+    /// The socket's directory lives as long as ExaBGP does.
+    Exabgp {
+        lab: ExabgpLab,
+        _socket_dir: tempfile::TempDir,
+    },
+}
+
+impl Upstream {
+    fn wait_for_routes(
+        &self,
+        pred: impl Fn(&[BirdRoute]) -> bool,
+        timeout: Duration,
+    ) -> Vec<BirdRoute> {
+        match self {
+            Upstream::Gobgp(lab) => lab.wait_for_routes(pred, timeout),
+            Upstream::Exabgp { lab, .. } => lab.wait_for_routes(pred, timeout),
+        }
+    }
+}
+
+fn common(c: &mut Config) {
+    c.bgp.communities = vec!["65001:777".parse().expect("community")];
+    c.bgp.reconcile_interval = Duration::from_secs(2);
+    c.escalation.min_hold = Duration::from_secs(3);
+    c.escalation.check_interval = Duration::from_secs(1);
+    c.networks.ours = vec!["198.51.100.0/24".parse().expect("net")];
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn netflow_flood_ends_as_a_24_at_bird_and_goes_away_after_the_unban() {
     let lab = Lab::start();
     let api = lab.gobgp_api();
     let app = spawn_app(move |c| {
-        c.bgp.backend = fnm_escalator::config::Backend::Gobgp;
+        common(c);
+        c.bgp.backend = Backend::Gobgp;
         c.bgp.gobgp_api = api;
-        c.bgp.communities = vec!["65001:777".parse().expect("community")];
-        c.bgp.reconcile_interval = Duration::from_secs(2);
-        c.escalation.min_hold = Duration::from_secs(3);
-        c.escalation.check_interval = Duration::from_secs(1);
-        c.networks.ours = vec!["198.51.100.0/24".parse().expect("net")];
     })
     .await;
+    chain(app, Upstream::Gobgp(lab)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netflow_flood_through_exabgp() {
+    let dir = tempfile::Builder::new()
+        .prefix("fnm-exabgp-sock-")
+        .tempdir()
+        .expect("tempdir");
+    let socket = dir.path().join("exabgp.sock");
+    let s = socket.clone();
+    let app = spawn_app(move |c| {
+        common(c);
+        c.bgp.backend = Backend::Exabgp;
+        c.bgp.exabgp_socket = s;
+    })
+    .await;
+    let lab = ExabgpLab::start(&socket, &[]);
+    let ready = app
+        .wait_for("/readyz", Duration::from_secs(15), |v| {
+            v["bgp"]["peers"][0]["state"] == "established"
+        })
+        .await;
+    assert_eq!(ready["bgp"]["peers"][0]["state"], "established", "{ready}");
+    chain(
+        app,
+        Upstream::Exabgp {
+            lab,
+            _socket_dir: dir,
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netflow_flood_through_the_exec_backend() {
+    let lab = Lab::start();
+    let api = lab.gobgp_api();
+    let (host, port) = api.split_once(':').expect("host:port");
+    let cli = ["gobgp", "-u", host, "-p", port, "global", "rib"];
+    let argv =
+        |tail: &[&str]| -> Vec<String> { cli.iter().chain(tail).map(|w| w.to_string()).collect() };
+    let announce = argv(&[
+        "add",
+        "-a",
+        "{afi}",
+        "{prefix}",
+        "community",
+        "{communities}",
+        "nexthop",
+        "{next_hop}",
+    ]);
+    let withdraw = argv(&["del", "-a", "{afi}", "{prefix}"]);
+    let app = spawn_app(move |c| {
+        common(c);
+        c.bgp.backend = Backend::Exec;
+        c.bgp.exec.announce = announce;
+        c.bgp.exec.withdraw = withdraw;
+    })
+    .await;
+    chain(app, Upstream::Gobgp(lab)).await;
+}
+
+async fn chain(app: crate::support::app::TestApp, lab: Upstream) {
     let config = app.write_config();
     let wrapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/notify-fnm-escalator.sh");
     let fnm = Fastnetmon::start(FastnetmonOptions {
