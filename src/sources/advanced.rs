@@ -302,29 +302,15 @@ impl AdvancedPoller {
     }
 
     /// Polls every `poll_interval` until `shutdown`; a cycle in flight is abandoned on shutdown.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    pub async fn run(mut self, shutdown: watch::Receiver<bool>) {
         tracing::info!(
             url = %self.api.base,
             interval = %humantime::format_duration(self.interval),
             reconcile = self.reconciler.is_some(),
             "polling FastNetMon Advanced"
         );
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                _ = tick.tick() => {
-                    tokio::select! {
-                        _ = shutdown.changed() => break,
-                        _ = self.poll() => {}
-                    }
-                }
-            }
-            if *shutdown.borrow() {
-                break;
-            }
-        }
+        let interval = self.interval;
+        super::run_every(&mut self, interval, shutdown).await;
     }
 
     /// One cycle: the ban list, reconciliation, then counters until the cycle's deadline.
@@ -510,6 +496,12 @@ impl AdvancedPoller {
                 0
             }
         }
+    }
+}
+
+impl super::Poller for AdvancedPoller {
+    async fn cycle(&mut self) {
+        self.poll().await;
     }
 }
 

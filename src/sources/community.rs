@@ -229,29 +229,15 @@ impl CommunityPoller {
         }))
     }
 
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    pub async fn run(mut self, shutdown: watch::Receiver<bool>) {
         tracing::info!(
             addr = %self.client.addr,
             interval = %humantime::format_duration(self.interval),
             reconcile = self.reconciler.is_some(),
             "polling FastNetMon Community's ban list"
         );
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                _ = tick.tick() => {
-                    tokio::select! {
-                        _ = shutdown.changed() => break,
-                        _ = self.poll() => {}
-                    }
-                }
-            }
-            if *shutdown.borrow() {
-                break;
-            }
-        }
+        let interval = self.interval;
+        super::run_every(&mut self, interval, shutdown).await;
     }
 
     pub async fn poll(&mut self) -> PollReport {
@@ -305,6 +291,12 @@ impl CommunityPoller {
             },
         );
         report
+    }
+}
+
+impl super::Poller for CommunityPoller {
+    async fn cycle(&mut self) {
+        self.poll().await;
     }
 }
 

@@ -330,6 +330,37 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// A source polled on an interval.
+pub(crate) trait Poller {
+    /// One cycle; its outcome is recorded in the source's health by the poller itself.
+    fn cycle(&mut self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// Runs `poller` every `interval` until `shutdown`; a cycle in flight is abandoned on shutdown.
+/// A late cycle delays the next one instead of bunching them up.
+pub(crate) async fn run_every(
+    poller: &mut impl Poller,
+    interval: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tick.tick() => {
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    _ = poller.cycle() => {}
+                }
+            }
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
