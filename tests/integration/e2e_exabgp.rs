@@ -13,28 +13,11 @@ use fnm_escalator::bgp::{Community, LargeCommunity, Route, Speaker};
 use fnm_escalator::config::Backend;
 use serde_json::json;
 
-use crate::support::app::{binary, spawn_app, TestApp, NOTIFY, READ};
+use crate::support::app::{ban, binary, spawn_app, unban, TestApp, NOTIFY, READ};
 use crate::support::exabgp_lab::ExabgpLab;
-use crate::support::lab::BirdRoute;
+use crate::support::lab::{has, BirdRoute};
 
 const RECONCILE: Duration = Duration::from_secs(1);
-
-fn ban(ip: &str, in_bytes_per_s: u64) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "ip": ip, "action": "ban", "alert_scope": "host",
-        "attack_details": { "total_incoming_traffic": in_bytes_per_s, "total_incoming_pps": 10 }
-    }))
-    .expect("json")
-}
-
-fn unban(ip: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({ "ip": ip, "action": "unban", "alert_scope": "host" }))
-        .expect("json")
-}
-
-fn has(routes: &[BirdRoute], prefix: &str) -> bool {
-    routes.iter().any(|r| r.prefix.to_string() == prefix)
-}
 
 fn route<'a>(routes: &'a [BirdRoute], prefix: &str) -> &'a BirdRoute {
     routes
@@ -106,7 +89,7 @@ async fn escalation_reaches_bird_through_exabgp_and_comes_back_after_a_crash() {
         .post(
             "/api/v1/notifications",
             NOTIFY,
-            ban("198.51.100.7", 25_000_000),
+            ban("198.51.100.7", 25_000_000, 10),
         )
         .await;
     assert_eq!(s, 201, "{body}");
@@ -114,7 +97,7 @@ async fn escalation_reaches_bird_through_exabgp_and_comes_back_after_a_crash() {
         .post(
             "/api/v1/notifications",
             NOTIFY,
-            ban("2001:db8:5::7", 25_000_000),
+            ban("2001:db8:5::7", 25_000_000, 10),
         )
         .await;
     assert_eq!(s, 201);
@@ -228,7 +211,7 @@ async fn never_announces_over_a_route_exabgp_holds_for_someone_else() {
     app.post(
         "/api/v1/notifications",
         NOTIFY,
-        ban("198.51.101.5", 25_000_000),
+        ban("198.51.101.5", 25_000_000, 10),
     )
     .await;
     let e = app

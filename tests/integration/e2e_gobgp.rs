@@ -6,27 +6,9 @@
 use std::time::Duration;
 
 use fnm_escalator::bgp::{Community, LargeCommunity};
-use serde_json::json;
 
-use crate::support::app::{spawn_app, TestApp, NOTIFY, READ};
-use crate::support::lab::{BirdRoute, Lab};
-
-fn ban(ip: &str, in_bytes_per_s: u64) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "ip": ip, "action": "ban", "alert_scope": "host",
-        "attack_details": { "total_incoming_traffic": in_bytes_per_s, "total_incoming_pps": 10 }
-    }))
-    .expect("json")
-}
-
-fn unban(ip: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({ "ip": ip, "action": "unban", "alert_scope": "host" }))
-        .expect("json")
-}
-
-fn has(routes: &[BirdRoute], prefix: &str) -> bool {
-    routes.iter().any(|r| r.prefix.to_string() == prefix)
-}
+use crate::support::app::{ban, spawn_app, unban, TestApp, NOTIFY, READ};
+use crate::support::lab::{has, BirdRoute, Lab};
 
 fn route<'a>(routes: &'a [BirdRoute], prefix: &str) -> &'a BirdRoute {
     routes
@@ -94,7 +76,7 @@ async fn escalation_reaches_bird_and_goes_away_with_the_unban() {
         .post(
             "/api/v1/notifications",
             NOTIFY,
-            ban("198.51.100.7", 25_000_000),
+            ban("198.51.100.7", 25_000_000, 10),
         )
         .await;
     assert_eq!(s, 201, "{body}");
@@ -102,7 +84,7 @@ async fn escalation_reaches_bird_and_goes_away_with_the_unban() {
         .post(
             "/api/v1/notifications",
             NOTIFY,
-            ban("2001:db8:5::7", 25_000_000),
+            ban("2001:db8:5::7", 25_000_000, 10),
         )
         .await;
     assert_eq!(s, 201);
@@ -194,7 +176,7 @@ async fn never_announces_over_a_foreign_route_of_the_same_prefix() {
     app.post(
         "/api/v1/notifications",
         NOTIFY,
-        ban("198.51.101.5", 25_000_000),
+        ban("198.51.101.5", 25_000_000, 10),
     )
     .await;
     let e = app

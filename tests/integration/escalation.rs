@@ -8,27 +8,8 @@ use std::time::Duration;
 use fnm_escalator::bgp::Speaker;
 use serde_json::{json, Value};
 
-use crate::support::app::{spawn_app_with_speaker, TestApp, ADMIN, NOTIFY, READ};
+use crate::support::app::{ban, spawn_app_with_speaker, unban, TestApp, ADMIN, NOTIFY, READ};
 use crate::support::fake_speaker::FakeSpeaker;
-
-fn ban(ip: &str, in_bytes_per_s: u64, pps: u64) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "ip": ip,
-        "action": "ban",
-        "alert_scope": "host",
-        "attack_details": {
-            "attack_direction": "incoming",
-            "total_incoming_traffic": in_bytes_per_s,
-            "total_incoming_pps": pps,
-        }
-    }))
-    .expect("json")
-}
-
-fn unban(ip: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({ "ip": ip, "action": "unban", "alert_scope": "host" }))
-        .expect("json")
-}
 
 async fn app_with(
     edit: impl FnOnce(&mut fnm_escalator::config::Config),

@@ -6,27 +6,9 @@ use std::time::Duration;
 
 use fnm_escalator::bgp::{Community, LargeCommunity};
 use fnm_escalator::config::Backend;
-use serde_json::json;
 
-use crate::support::app::{spawn_app, NOTIFY, READ};
-use crate::support::lab::{BirdRoute, Lab};
-
-fn ban(ip: &str, in_bytes_per_s: u64) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "ip": ip, "action": "ban", "alert_scope": "host",
-        "attack_details": { "total_incoming_traffic": in_bytes_per_s, "total_incoming_pps": 10 }
-    }))
-    .expect("json")
-}
-
-fn unban(ip: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({ "ip": ip, "action": "unban", "alert_scope": "host" }))
-        .expect("json")
-}
-
-fn has(routes: &[BirdRoute], prefix: &str) -> bool {
-    routes.iter().any(|r| r.prefix.to_string() == prefix)
-}
+use crate::support::app::{ban, spawn_app, unban, NOTIFY, READ};
+use crate::support::lab::{has, Lab};
 
 fn argv(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
@@ -78,7 +60,7 @@ async fn exec_backend_announces_and_withdraws_through_the_gobgp_cli() {
 
     for ip in ["198.51.100.7", "2001:db8:5::7"] {
         let (s, body) = app
-            .post("/api/v1/notifications", NOTIFY, ban(ip, 25_000_000))
+            .post("/api/v1/notifications", NOTIFY, ban(ip, 25_000_000, 10))
             .await;
         assert_eq!(s, 201, "{body}");
     }
@@ -138,7 +120,7 @@ async fn a_failing_command_is_retried_and_its_exit_code_reported() {
     app.post(
         "/api/v1/notifications",
         NOTIFY,
-        ban("198.51.100.7", 25_000_000),
+        ban("198.51.100.7", 25_000_000, 10),
     )
     .await;
     let e = app

@@ -14,7 +14,7 @@ use fnm_escalator::store::SampleIn;
 use serde_json::{json, Value};
 
 use crate::support::app::{
-    fixture, free_addr, spawn_app, spawn_app_with_speaker, TestApp, ADMIN, NOTIFY, READ,
+    ban, fixture, free_addr, spawn_app, spawn_app_with_speaker, TestApp, ADMIN, NOTIFY, READ,
 };
 use crate::support::fake_speaker::FakeSpeaker;
 use crate::support::fnm_api::{Counters, FnmApi, PASSWORD, USER};
@@ -33,20 +33,6 @@ const QUIET: Counters = Counters {
     in_packets: 100,
     out_packets: 0,
 };
-
-fn ban(ip: &str, in_bytes_per_s: u64, pps: u64) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "ip": ip,
-        "action": "ban",
-        "alert_scope": "host",
-        "attack_details": {
-            "attack_direction": "incoming",
-            "total_incoming_traffic": in_bytes_per_s,
-            "total_incoming_pps": pps,
-        }
-    }))
-    .expect("json")
-}
 
 fn use_api(c: &mut Config, api: &FnmApi, interval: Duration, timeout: Duration) {
     c.fastnetmon.api_url = Some(api.url.clone());

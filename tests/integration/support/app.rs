@@ -294,3 +294,23 @@ pub fn capture(case: &str) -> (Vec<String>, Vec<u8>) {
         fixture(&format!("community-1.2.4/{case}.stdin")),
     )
 }
+
+/// A ban notification as FastNetMon Advanced sends it, with the traffic at detection time.
+pub fn ban(ip: &str, in_bytes_per_s: u64, pps: u64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "ip": ip,
+        "action": "ban",
+        "alert_scope": "host",
+        "attack_details": {
+            "attack_direction": "incoming",
+            "total_incoming_traffic": in_bytes_per_s,
+            "total_incoming_pps": pps,
+        }
+    }))
+    .expect("json")
+}
+
+pub fn unban(ip: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "ip": ip, "action": "unban", "alert_scope": "host" }))
+        .expect("json")
+}

@@ -431,6 +431,11 @@ fn find_binary(name: &str) -> PathBuf {
 
 /// Parses `birdc show route all`: route lines (`PREFIX TYPE [PROTO ...] ...`, or without the
 /// prefix for further routes to the same one), each followed by tab-indented attribute lines.
+/// Whether BIRD holds `prefix`.
+pub fn has(routes: &[BirdRoute], prefix: &str) -> bool {
+    routes.iter().any(|r| r.prefix.to_string() == prefix)
+}
+
 pub fn parse_bird_routes(out: &str) -> Vec<BirdRoute> {
     let mut routes: Vec<BirdRoute> = Vec::new();
     let mut prefix: Option<IpNet> = None;
