@@ -9,7 +9,9 @@
 //! Knobs (environment): `FNM_BENCH_TARGETS=1,3,4` (which targets), `FNM_BENCH_N=1000,10000`
 //! (convergence sizes: the script runs at the first only), `FNM_BENCH_TRIALS=200`,
 //! `FNM_BENCH_BURST=5000`, `FNM_BENCH_HOSTS=100000`, `FNM_BENCH_ESCALATIONS=1000`,
-//! `FNM_BENCH_SECS=10` (each ingest phase), `FNM_BENCH_ANCHORS=DIR` (the published script and its
+//! `FNM_BENCH_SECS=10` (each ingest phase), `FNM_BENCH_API_CONCURRENCY=128` (the service's
+//! `fastnetmon.api_concurrency` in target 1), `FNM_BENCH_SCRIPT=0` (skip the script's run),
+//! `FNM_BENCH_KEEP=DIR` (keep each service's log), `FNM_BENCH_LOG` (its RUST_LOG), `FNM_BENCH_ANCHORS=DIR` (the published script and its
 //! stand-in API; default `../shared/anchors` next to the repository; without it the script column
 //! is skipped and the Rust stand-in API is polled instead).
 //!
@@ -58,6 +60,10 @@ struct Knobs {
     escalations: usize,
     secs: u64,
     anchors: Option<PathBuf>,
+    /// FNM_BENCH_SCRIPT=0 skips the script's run (it takes minutes beyond a few thousand hosts).
+    script: bool,
+    /// `fastnetmon.api_concurrency` of the service in target 1 (FNM_BENCH_API_CONCURRENCY).
+    api_concurrency: usize,
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -106,6 +112,8 @@ impl Knobs {
             escalations: env_usize("FNM_BENCH_ESCALATIONS", if quick { 200 } else { 1000 }),
             secs: env_usize("FNM_BENCH_SECS", if quick { 3 } else { 10 }) as u64,
             anchors,
+            api_concurrency: env_usize("FNM_BENCH_API_CONCURRENCY", 128),
+            script: std::env::var("FNM_BENCH_SCRIPT").map_or(true, |v| v != "0"),
         }
     }
 
@@ -316,6 +324,16 @@ impl Drop for Service {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // FNM_BENCH_KEEP=DIR keeps each service's log (the temp dir goes).
+        if let Some(keep) = std::env::var_os("FNM_BENCH_KEEP") {
+            static SEQ: AtomicUsize = AtomicUsize::new(0);
+            let to = Path::new(&keep).join(format!(
+                "service-{}.log",
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::create_dir_all(&keep);
+            let _ = std::fs::copy(self.dir.path().join("service.log"), &to);
         }
     }
 }
@@ -662,6 +680,39 @@ async fn convergence(
         Api::Rust(_) => "the Rust stand-in API",
     };
     println!("  stand-in Advanced API: {what} at {}", api.url());
+    // The stand-in's own ceiling for the requests the service makes most: what bounds a poll.
+    {
+        let hosts: Vec<Ipv4Addr> = (0..1000).map(|i| ip(0, i)).collect();
+        api.set(http, &hosts).await;
+        let (user, password) = api.credentials();
+        let base = api.url().to_string();
+        let hosts = Arc::new(hosts);
+        let l = load(
+            http,
+            k.api_concurrency,
+            Duration::from_secs(3),
+            usize::MAX,
+            Arc::new(move |c, i| {
+                c.get(format!(
+                    "{base}/single_host_counters/{}",
+                    hosts[i % hosts.len()]
+                ))
+                .basic_auth(user, Some(password))
+            }),
+        )
+        .await;
+        api.set(http, &[]).await;
+        report.add(
+            "1",
+            format!(
+                "{what}: GET /single_host_counters, {} keep-alive clients",
+                k.api_concurrency
+            ),
+            format!("{:.0} req/s (p50 {})", l.rate(), ms(pct(&l.lat_us, 50.0))),
+            "-",
+            None,
+        );
+    }
     let mut own_first: Option<Duration> = None;
     for (round, &n) in k.n.iter().enumerate() {
         let hosts: Vec<Ipv4Addr> = (0..n).map(|i| ip(0, i)).collect();
@@ -671,7 +722,7 @@ async fn convergence(
         );
         // The script, once, at the first N only.
         let mut script_time = None;
-        if let (0, Api::Py(_), Some(dir)) = (round, &api, &k.anchors) {
+        if let (0, Api::Py(_), Some(dir), true) = (round, &api, &k.anchors, k.script) {
             clear_gobgp(lab, bird);
             api.set(http, &[]).await;
             let t0 = Instant::now();
@@ -718,6 +769,7 @@ async fn convergence(
         api.set(http, &[]).await;
         let (user, password) = api.credentials();
         let (url, gobgp) = (api.url().to_string(), lab.gobgp_api());
+        let api_concurrency = k.api_concurrency;
         let svc = Service::start(http, |c| {
             c.bgp.backend = Backend::Gobgp;
             c.bgp.gobgp_api = gobgp;
@@ -726,6 +778,7 @@ async fn convergence(
             c.fastnetmon.api_password = password.into();
             c.fastnetmon.poll_interval = Duration::from_secs(1);
             c.fastnetmon.api_timeout = Duration::from_millis(900);
+            c.fastnetmon.api_concurrency = api_concurrency;
         })
         .await;
         // Wait for a first (empty) poll, so the clock does not include start-up.
