@@ -1161,6 +1161,17 @@ async fn ingest_and_footprint(
         let hz = 100.0; // USER_HZ on Linux
         let cpu = (c1 - c0) as f64 / hz / dt.as_secs_f64() * 100.0;
         let (rss2, _) = svc.rss_kib();
+        let ready: Value = http
+            .get(format!("{}/readyz", svc.url))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        let cycle_ms = ready["checker"]["last_cycle_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
         report.add(
             "5",
             format!("RSS with {hosts} hosts recorded, {active} active escalations"),
@@ -1179,7 +1190,7 @@ async fn ingest_and_footprint(
                 "CPU while idle ({}s window, check_interval 5s)",
                 window.as_secs()
             ),
-            format!("{cpu:.1}% of one core"),
+            format!("{cpu:.1}% of one core (last checker cycle {cycle_ms:.0} ms)"),
             "reported",
             None,
         );
