@@ -13,6 +13,9 @@ use crate::clock::{ms, Millis};
 use crate::config::{Config, NetworkThresholds};
 use crate::fastnetmon::Traffic;
 
+/// How stale the recorded `last_crossing_at` of a live escalation may get (it is informational).
+pub const TRACK_GRANULARITY: Millis = 5_000;
+
 /// A prefix that may be announced: built only by the covering rule (`of`) or by checking a
 /// manual request against the configured length (`manual`), so it is never shorter than
 /// configured (no /0 from a bug).
@@ -540,7 +543,16 @@ pub fn decide(world: &World, policy: &Policy, now: Millis) -> Vec<Action> {
             continue;
         }
         live_count += 1;
-        if last_crossing_at != l.last_crossing_at || quiet_since != l.quiet_since {
+        // A host still crossing moves last_crossing_at to `now` at every cycle; writing that each
+        // time costs one write per live escalation per cycle, which under a carpet bombing (a
+        // cycle per batch of crossing samples, thousands live) made the checker quadratic. It is
+        // only shown, never decided on, so it is kept to within TRACK_GRANULARITY; a change of
+        // quiet_since (which withdrawals follow) is always written at once.
+        let crossing_moved = match (l.last_crossing_at, last_crossing_at) {
+            (Some(old), Some(new)) => new - old >= TRACK_GRANULARITY,
+            (old, new) => old != new,
+        };
+        if crossing_moved || quiet_since != l.quiet_since {
             actions.push(Action::Track {
                 prefix: l.prefix,
                 last_crossing_at,
@@ -1196,6 +1208,27 @@ mod tests {
         l.last_crossing_at = Some(T0);
         w.live.push(l);
         assert!(decide(&w, &p, T0).is_empty());
+    }
+
+    #[test]
+    fn a_crossing_is_recorded_again_only_after_the_granularity() {
+        let p = policy();
+        let mut w = world(&[("203.0.113.7", Some(mbps(500)))], T0);
+        let mut l = live("203.0.113.0/24", T0 - MIN);
+        l.last_crossing_at = Some(T0 - TRACK_GRANULARITY + 1);
+        w.live.push(l.clone());
+        assert!(decide(&w, &p, T0).is_empty());
+        l.last_crossing_at = Some(T0 - TRACK_GRANULARITY);
+        w.live[0] = l;
+        assert_eq!(
+            decide(&w, &p, T0),
+            vec![Action::Track {
+                prefix: net("203.0.113.0/24"),
+                last_crossing_at: Some(T0),
+                quiet_since: None,
+                hosts: vec![ip("203.0.113.7")],
+            }]
+        );
     }
 
     #[test]

@@ -18,7 +18,11 @@ use crate::config::Config;
 use crate::decision::{crossing, Policy};
 use crate::fastnetmon::notification::snippet;
 use crate::fastnetmon::Traffic;
-use crate::store::{SampleIn, Store};
+use crate::store::{SampleIn, Store, StoreError};
+
+/// A write of samples in flight: how many, and the outcome.
+type Flush =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (usize, Result<(), StoreError>)> + Send>>;
 
 /// Largest `/blackhole` answer read (about 100 bytes a host).
 const MAX_LIST_BYTES: usize = 32 * 1024 * 1024;
@@ -375,9 +379,12 @@ impl AdvancedPoller {
             self.offset %= hosts.len();
             hosts.rotate_left(self.offset);
         }
+        let asked_for = hosts.len();
         let last_host_error = self.poll_counters(hosts, deadline, &mut report).await;
         if report.cut_off > 0 {
-            self.offset += report.polled;
+            // Past the answered hosts only: those abandoned in flight at the deadline come first
+            // next time, instead of waiting a whole round (they were skipped every cycle).
+            self.offset += asked_for - report.cut_off;
         }
 
         report.ok = true;
@@ -407,8 +414,11 @@ impl AdvancedPoller {
     }
 
     /// Counters of `hosts`, `concurrency` requests in flight, until all answered or `deadline`.
-    /// Samples are written in one transaction at the end, or at once when one crosses a
-    /// threshold (then the checker is woken). Returns the last per-host error.
+    /// Samples are written in one transaction at the end, or as soon as one crosses a threshold
+    /// (then the checker is woken). That write runs while requests go on: the crossing samples
+    /// that arrive meanwhile are committed together by the next one, so a carpet bombing costs
+    /// one transaction per write's duration, not one per host with the requests stalled behind
+    /// it. Returns the last per-host error.
     async fn poll_counters(
         &self,
         hosts: Vec<IpAddr>,
@@ -426,53 +436,103 @@ impl AdvancedPoller {
             })
             .buffer_unordered(self.concurrency);
         let mut pending: Vec<SampleIn> = Vec::new();
+        let mut crossed_pending = false;
+        let mut writing: Option<Flush> = None;
         let mut done = 0usize;
         let mut last_error = None;
         loop {
-            match tokio::time::timeout_at(deadline, answers.next()).await {
-                Ok(Some((ip, result, at))) => {
-                    done += 1;
-                    match result {
-                        Ok(traffic) => {
-                            let crossed =
-                                crossing(ip, &traffic, &self.policy.limits_for(ip)).is_some();
-                            pending.push(SampleIn {
-                                ip,
-                                at,
-                                source: ADVANCED.into(),
-                                traffic,
-                            });
-                            if crossed {
-                                report.samples += self.flush(&mut pending, &mut last_error).await;
-                                self.checker.wake();
+            if crossed_pending && writing.is_none() {
+                writing = Some(self.start_flush(std::mem::take(&mut pending)));
+                crossed_pending = false;
+            }
+            let write_done = async {
+                match writing.as_mut() {
+                    Some(w) => w.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                written = write_done => {
+                    writing = None;
+                    report.samples += self.flushed(written, &mut last_error);
+                    self.checker.wake();
+                }
+                answer = tokio::time::timeout_at(deadline, answers.next()) => match answer {
+                    Ok(Some((ip, result, at))) => {
+                        done += 1;
+                        match result {
+                            Ok(traffic) => {
+                                crossed_pending |=
+                                    crossing(ip, &traffic, &self.policy.limits_for(ip)).is_some();
+                                pending.push(SampleIn {
+                                    ip,
+                                    at,
+                                    source: ADVANCED.into(),
+                                    traffic,
+                                });
+                            }
+                            Err(e) => {
+                                report.host_errors += 1;
+                                tracing::debug!(source = ADVANCED, %ip, error = %e, "no counters");
+                                last_error = Some(e.0);
                             }
                         }
-                        Err(e) => {
-                            report.host_errors += 1;
-                            tracing::debug!(source = ADVANCED, %ip, error = %e, "no counters");
-                            last_error = Some(e.0);
-                        }
                     }
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    report.cut_off = total - done;
-                    let msg = format!(
-                        "{} of {total} hosts not polled: the cycle reached its deadline of one \
-                         poll_interval ({})",
-                        report.cut_off,
-                        humantime::format_duration(self.interval)
-                    );
-                    tracing::warn!(source = ADVANCED, "{msg}");
-                    last_error = Some(msg);
-                    break;
-                }
+                    Ok(None) => break,
+                    Err(_) => {
+                        report.cut_off = total - done;
+                        let msg = format!(
+                            "{} of {total} hosts not polled: the cycle reached its deadline of one \
+                             poll_interval ({})",
+                            report.cut_off,
+                            humantime::format_duration(self.interval)
+                        );
+                        tracing::warn!(source = ADVANCED, "{msg}");
+                        last_error = Some(msg);
+                        break;
+                    }
+                },
             }
         }
         drop(answers);
         report.polled = asked.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(w) = writing.take() {
+            report.samples += self.flushed(w.await, &mut last_error);
+            self.checker.wake();
+        }
         report.samples += self.flush(&mut pending, &mut last_error).await;
+        if crossed_pending {
+            self.checker.wake();
+        }
         last_error
+    }
+
+    /// Writes `batch` in one transaction, as a future the poll loop drives beside its requests.
+    fn start_flush(&self, batch: Vec<SampleIn>) -> Flush {
+        let store = self.store.clone();
+        let every = self.history_every;
+        Box::pin(async move {
+            let n = batch.len();
+            (n, store.record_live_samples(&batch, every).await)
+        })
+    }
+
+    fn flushed(
+        &self,
+        (n, result): (usize, Result<(), StoreError>),
+        last_error: &mut Option<String>,
+    ) -> usize {
+        match result {
+            Ok(()) => {
+                crate::metrics::metrics().samples_stored(ADVANCED, n as u64);
+                n
+            }
+            Err(e) => {
+                tracing::error!(source = ADVANCED, error = %e, "storing samples failed");
+                *last_error = Some(format!("storing samples: {e}"));
+                0
+            }
+        }
     }
 
     async fn flush(&self, pending: &mut Vec<SampleIn>, last_error: &mut Option<String>) -> usize {
@@ -485,17 +545,7 @@ impl AdvancedPoller {
             .record_live_samples(pending, self.history_every)
             .await;
         pending.clear();
-        match result {
-            Ok(()) => {
-                crate::metrics::metrics().samples_stored(ADVANCED, n as u64);
-                n
-            }
-            Err(e) => {
-                tracing::error!(source = ADVANCED, error = %e, "storing samples failed");
-                *last_error = Some(format!("storing samples: {e}"));
-                0
-            }
-        }
+        self.flushed((n, result), last_error)
     }
 }
 

@@ -145,6 +145,12 @@ impl Lab {
         }
     }
 
+    /// BIRD's control socket (what `birdc -s` talks to), for clients that keep it open.
+    #[allow(dead_code)] // used by the benchmark harness, not by every test binary
+    pub fn bird_ctl(&self) -> PathBuf {
+        self.path("bird.ctl")
+    }
+
     /// Kills gobgpd outright (SIGKILL), as a crash would; its RIB is lost with it.
     pub fn kill_gobgpd(&mut self) {
         if let Some(mut child) = self.gobgpd.take() {

@@ -1,0 +1,1371 @@
+//! The benchmark harness: fnm-escalator side by side with the published script, and against the
+//! machine's own limits (see BENCHMARKS.md for the targets and the last recorded run).
+//!
+//! ```sh
+//! cargo bench --bench escalator                      # every target, the issue's numbers
+//! FNM_BENCH_QUICK=1 cargo bench --bench escalator    # small numbers, about a minute
+//! ```
+//!
+//! Knobs (environment): `FNM_BENCH_TARGETS=1,3,4` (which targets), `FNM_BENCH_N=1000,10000`
+//! (convergence sizes: the script runs at the first only), `FNM_BENCH_TRIALS=200`,
+//! `FNM_BENCH_BURST=5000`, `FNM_BENCH_HOSTS=100000`, `FNM_BENCH_ESCALATIONS=1000`,
+//! `FNM_BENCH_SECS=10` (each ingest phase), `FNM_BENCH_API_CONCURRENCY=128` (the service's
+//! `fastnetmon.api_concurrency` in target 1), `FNM_BENCH_SCRIPT=0` (skip the script's run),
+//! `FNM_BENCH_KEEP=DIR` (keep each service's log), `FNM_BENCH_LOG` (its RUST_LOG), `FNM_BENCH_ANCHORS=DIR` (the published script and its
+//! stand-in API; default `../shared/anchors` next to the repository; without it the script column
+//! is skipped and the Rust stand-in API is polled instead).
+//!
+//! Everything runs on loopback: a gobgpd + BIRD 2 lab (the integration tests' own), the real
+//! `fnm-escalator` binary as a child process with its own database in a temp dir, and the load
+//! generator in this process. Children are stopped by PID when dropped, also on panic.
+
+#[allow(dead_code)]
+#[path = "../tests/integration/support/fnm_api.rs"]
+mod fnm_api;
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/integration/support/lab.rs"]
+mod lab;
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fnm_escalator::bgp::Community;
+use fnm_escalator::config::{Backend, Config, Role, Token};
+use serde_json::{json, Value};
+
+use lab::Lab;
+
+const NOTIFY: &str = "bench-notify-token";
+const ADMIN: &str = "bench-admin-token";
+/// Crossing: 50 MB/s = 400 Mbit/s and 50 kpps against thresholds of 100 Mbit/s and 2000 pps.
+const HOT_BYTES: u64 = 50_000_000;
+const HOT_PACKETS: u64 = 50_000;
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(900);
+
+// ---------------------------------------------------------------------------------------------
+// Knobs and results
+
+struct Knobs {
+    targets: Vec<u8>,
+    n: Vec<usize>,
+    trials: usize,
+    burst: usize,
+    hosts: usize,
+    escalations: usize,
+    secs: u64,
+    anchors: Option<PathBuf>,
+    /// FNM_BENCH_SCRIPT=0 skips the script's run (it takes minutes beyond a few thousand hosts).
+    script: bool,
+    /// `fastnetmon.api_concurrency` of the service in target 1 (FNM_BENCH_API_CONCURRENCY).
+    api_concurrency: usize,
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a number")),
+        Err(_) => default,
+    }
+}
+
+impl Knobs {
+    fn from_env() -> Knobs {
+        let quick = std::env::var("FNM_BENCH_QUICK").is_ok_and(|v| v != "0" && !v.is_empty());
+        let list = |name: &str, default: &str| -> Vec<String> {
+            std::env::var(name)
+                .unwrap_or_else(|_| default.to_string())
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        let targets = list("FNM_BENCH_TARGETS", "1,2,3,4,5")
+            .iter()
+            .map(|s| s.parse().unwrap_or_else(|_| panic!("bad target {s}")))
+            .collect();
+        let n = list("FNM_BENCH_N", if quick { "200,2000" } else { "1000,10000" })
+            .iter()
+            .map(|s| s.parse().unwrap_or_else(|_| panic!("bad N {s}")))
+            .collect();
+        let anchors = match std::env::var_os("FNM_BENCH_ANCHORS") {
+            Some(dir) => PathBuf::from(dir),
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/anchors"),
+        };
+        let anchors = anchors
+            .join("seed_escalation.py")
+            .is_file()
+            .then(|| anchors.canonicalize().unwrap_or(anchors));
+        Knobs {
+            targets,
+            n,
+            trials: env_usize("FNM_BENCH_TRIALS", if quick { 50 } else { 200 }),
+            burst: env_usize("FNM_BENCH_BURST", if quick { 1000 } else { 5000 }),
+            hosts: env_usize("FNM_BENCH_HOSTS", if quick { 10_000 } else { 100_000 }),
+            escalations: env_usize("FNM_BENCH_ESCALATIONS", if quick { 200 } else { 1000 }),
+            secs: env_usize("FNM_BENCH_SECS", if quick { 3 } else { 10 }) as u64,
+            anchors,
+            api_concurrency: env_usize("FNM_BENCH_API_CONCURRENCY", 128),
+            script: std::env::var("FNM_BENCH_SCRIPT").map_or(true, |v| v != "0"),
+        }
+    }
+
+    fn wants(&self, t: u8) -> bool {
+        self.targets.contains(&t)
+    }
+}
+
+struct Row {
+    target: &'static str,
+    metric: String,
+    measured: String,
+    goal: String,
+    verdict: &'static str,
+}
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+}
+
+impl Report {
+    fn add(
+        &mut self,
+        target: &'static str,
+        metric: impl Into<String>,
+        measured: impl Into<String>,
+        goal: impl Into<String>,
+        ok: Option<bool>,
+    ) {
+        let row = Row {
+            target,
+            metric: metric.into(),
+            measured: measured.into(),
+            goal: goal.into(),
+            verdict: match ok {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "-",
+            },
+        };
+        println!(
+            "  [{}] {}: {} (target {}) {}",
+            row.target, row.metric, row.measured, row.goal, row.verdict
+        );
+        self.rows.push(row);
+    }
+
+    fn print(&self) {
+        let w =
+            |f: &dyn Fn(&Row) -> usize, min: usize| self.rows.iter().map(f).fold(min, usize::max);
+        let (a, b, c, d) = (
+            w(&|r| r.target.len(), 6),
+            w(&|r| r.metric.len(), 6),
+            w(&|r| r.measured.len(), 8),
+            w(&|r| r.goal.len(), 6),
+        );
+        println!();
+        println!(
+            "| {:a$} | {:b$} | {:c$} | {:d$} | verdict |",
+            "target", "metric", "measured", "target"
+        );
+        println!(
+            "|-{}-|-{}-|-{}-|-{}-|---------|",
+            "-".repeat(a),
+            "-".repeat(b),
+            "-".repeat(c),
+            "-".repeat(d)
+        );
+        for r in &self.rows {
+            println!(
+                "| {:a$} | {:b$} | {:c$} | {:d$} | {:7} |",
+                r.target, r.metric, r.measured, r.goal, r.verdict
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The service under test: the real binary, its own database and config in a temp dir
+
+struct Service {
+    child: Option<Child>,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Service {
+    /// Starts `fnm-escalator serve` on a free loopback port with the bench's base config and
+    /// `edit` applied, and waits (bounded) for `/healthz`.
+    async fn start(http: &reqwest::Client, edit: impl FnOnce(&mut Config)) -> Service {
+        let dir = tempfile::Builder::new()
+            .prefix("fnm-bench-")
+            .tempdir()
+            .expect("create a temp dir for the service");
+        let mut c = Config::default();
+        c.server.database = dir.path().join("state.db").display().to_string();
+        c.notify.spool_dir = Some(dir.path().join("spool"));
+        c.auth.tokens = vec![
+            Token {
+                name: "fastnetmon".into(),
+                token: NOTIFY.into(),
+                role: Role::Notify,
+            },
+            Token {
+                name: "noc".into(),
+                token: ADMIN.into(),
+                role: Role::Admin,
+            },
+        ];
+        c.networks.ours = vec!["10.0.0.0/8".parse().expect("net")];
+        c.escalation.max_active = 50_000;
+        c.bgp.communities = vec![Community::new(65001, 777)];
+        c.bgp.next_hop_ipv4 = Some(lab::BLACKHOLE_NH4.parse().expect("ip"));
+        edit(&mut c);
+        let addr = free_addr();
+        c.server.listen = addr;
+        if let Err(e) = c.validate() {
+            panic!("bench config is invalid: {e}");
+        }
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, toml::to_string(&c).expect("config to TOML"))
+            .expect("write config");
+        let log = std::fs::File::create(dir.path().join("service.log")).expect("service log");
+        let child = Command::new(env!("CARGO_BIN_EXE_fnm-escalator"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env(
+                "RUST_LOG",
+                std::env::var("FNM_BENCH_LOG").unwrap_or("info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start fnm-escalator serve");
+        let svc = Service {
+            child: Some(child),
+            url: format!("http://{addr}"),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                if let Ok(r) = http.get(format!("{}/healthz", svc.url)).send().await {
+                    if r.status().is_success() {
+                        return svc;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the service did not answer /healthz within 30 s; log: {}",
+                svc.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// (VmRSS, VmHWM) in KiB.
+    fn rss_kib(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// utime + stime, in clock ticks.
+    fn cpu_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("proc stat");
+        // Fields after the command name (which may hold spaces) start at field 3.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        n(11) + n(12)
+    }
+
+    async fn sql_i64(&self, query: &str) -> i64 {
+        svc_sql(&self.db(), query).await
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // FNM_BENCH_KEEP=DIR keeps each service's log (the temp dir goes).
+        if let Some(keep) = std::env::var_os("FNM_BENCH_KEEP") {
+            static SEQ: AtomicUsize = AtomicUsize::new(0);
+            let to = Path::new(&keep).join(format!(
+                "service-{}.log",
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::create_dir_all(&keep);
+            let _ = std::fs::copy(self.dir.path().join("service.log"), &to);
+        }
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The published script's stand-in API (Python), or the Rust one when the anchors are absent
+
+struct PyMock {
+    child: Child,
+    url: String,
+}
+
+impl PyMock {
+    fn start(anchors: &Path) -> PyMock {
+        let addr = free_addr();
+        let child = Command::new("python3")
+            .arg(anchors.join("mock_fnm_api.py"))
+            .args([&addr.port().to_string(), "admin", "secret"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mock_fnm_api.py");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            assert!(Instant::now() < deadline, "mock_fnm_api.py did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PyMock {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for PyMock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+enum Api {
+    Py(PyMock),
+    Rust(fnm_api::FnmApi),
+}
+
+impl Api {
+    fn url(&self) -> &str {
+        match self {
+            Api::Py(m) => &m.url,
+            Api::Rust(m) => &m.url,
+        }
+    }
+
+    fn credentials(&self) -> (&'static str, &'static str) {
+        match self {
+            Api::Py(_) => ("admin", "secret"),
+            Api::Rust(_) => (fnm_api::USER, fnm_api::PASSWORD),
+        }
+    }
+
+    /// Replaces the ban list with `hosts`, each over threshold.
+    async fn set(&self, http: &reqwest::Client, hosts: &[Ipv4Addr]) {
+        match self {
+            Api::Py(m) => {
+                let state: serde_json::Map<String, Value> = hosts
+                    .iter()
+                    .map(|ip| {
+                        (
+                            ip.to_string(),
+                            json!({"in_bytes": HOT_BYTES, "in_packets": HOT_PACKETS}),
+                        )
+                    })
+                    .collect();
+                let r = http
+                    .put(format!("{}/_mock/state", m.url))
+                    .json(&json!({ "hosts": state }))
+                    .send()
+                    .await
+                    .expect("PUT /_mock/state");
+                assert!(r.status().is_success(), "PUT /_mock/state: {}", r.status());
+            }
+            Api::Rust(m) => {
+                for ip in hosts {
+                    let ip = ip.to_string();
+                    m.set_counters(&ip, fnm_api::Counters::incoming(HOT_BYTES, HOT_PACKETS));
+                    m.ban(&ip);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the results: gobgpd's RIB (CLI summary) and BIRD's (its control socket, kept open)
+
+fn gobgp_ipv4_count(lab: &Lab) -> usize {
+    let out = lab.gobgp_cli(&["global", "rib", "summary", "-a", "ipv4"]);
+    out.split("Destination:")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn clear_gobgp(lab: &Lab, bird: &mut BirdCtl) {
+    lab.gobgp_cli(&["global", "rib", "-a", "ipv4", "del", "all"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bird.gobgp_routes() > 0 || gobgp_ipv4_count(lab) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "routes did not leave BIRD within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A client of BIRD's control socket, as birdc is, without a process per question.
+struct BirdCtl {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl BirdCtl {
+    fn connect(path: &Path) -> BirdCtl {
+        let stream = UnixStream::connect(path)
+            .unwrap_or_else(|e| panic!("connect to BIRD at {}: {e}", path.display()));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("socket timeout");
+        let writer = stream.try_clone().expect("clone socket");
+        let mut ctl = BirdCtl {
+            reader: BufReader::new(stream),
+            writer,
+        };
+        ctl.read_reply(); // "0001 BIRD 2.x ready."
+        ctl
+    }
+
+    /// One reply: lines until one whose 4-digit code is followed by a space.
+    fn read_reply(&mut self) -> String {
+        let mut out = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).expect("read from BIRD");
+            assert!(n > 0, "BIRD closed its control socket");
+            out.push_str(&line);
+            let b = line.as_bytes();
+            if b.len() >= 5 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b' ' {
+                return out;
+            }
+        }
+    }
+
+    fn cmd(&mut self, cmd: &str) -> String {
+        self.writer
+            .write_all(format!("{cmd}\n").as_bytes())
+            .expect("write to BIRD");
+        self.read_reply()
+    }
+
+    fn has(&mut self, prefix: &str) -> bool {
+        let out = self.cmd(&format!("show route {prefix} protocol gobgp"));
+        out.contains(prefix)
+    }
+
+    /// Routes BIRD holds from gobgpd (`N of M routes` lines, summed over tables).
+    fn gobgp_routes(&mut self) -> usize {
+        let out = self.cmd("show route protocol gobgp count");
+        out.lines()
+            .filter_map(|l| {
+                let l = l.get(5..).unwrap_or("");
+                let (n, rest) = l.trim().split_once(' ')?;
+                rest.starts_with("of ").then(|| n.parse::<usize>().ok())?
+            })
+            .sum()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generation
+
+fn ip(a: u8, i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, a + (i / 256) as u8, (i % 256) as u8, 7)
+}
+
+/// A ban notification in FastNetMon Advanced's JSON, over thresholds or not.
+fn ban(ip: Ipv4Addr, hot: bool) -> String {
+    let (bytes, pps) = if hot {
+        (HOT_BYTES, HOT_PACKETS)
+    } else {
+        (1_000, 10)
+    };
+    json!({
+        "ip": ip.to_string(), "action": "ban", "alert_scope": "host",
+        "attack_details": { "total_incoming_traffic": bytes, "total_incoming_pps": pps }
+    })
+    .to_string()
+}
+
+struct Load {
+    ok: usize,
+    failed: usize,
+    secs: f64,
+    lat_us: Vec<u64>,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.secs
+    }
+}
+
+/// Builds request number `i`.
+type MakeRequest = Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>;
+
+/// `clients` concurrent clients on keep-alive connections, each sending requests made by `req`
+/// (given a global sequence number) back to back until `duration` passes or `count` are sent.
+async fn load(
+    http: &reqwest::Client,
+    clients: usize,
+    duration: Duration,
+    count: usize,
+    req: MakeRequest,
+) -> Load {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (http, next, req) = (http.clone(), next.clone(), req.clone());
+        tasks.spawn(async move {
+            let (mut ok, mut failed, mut lat) = (0usize, 0usize, Vec::new());
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let t = Instant::now();
+                match req(&http, i).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        ok += 1;
+                        lat.push(t.elapsed().as_micros() as u64);
+                    }
+                    Ok(r) => {
+                        if failed == 0 {
+                            eprintln!("  request {i}: {}", r.status());
+                        }
+                        failed += 1;
+                    }
+                    Err(e) => {
+                        if failed == 0 {
+                            eprintln!("  request {i}: {e}");
+                        }
+                        failed += 1;
+                    }
+                }
+            }
+            (ok, failed, lat)
+        });
+    }
+    let mut out = Load {
+        ok: 0,
+        failed: 0,
+        secs: 0.0,
+        lat_us: Vec::new(),
+    };
+    while let Some(r) = tasks.join_next().await {
+        let (ok, failed, lat) = r.expect("load task");
+        out.ok += ok;
+        out.failed += failed;
+        out.lat_us.extend(lat);
+    }
+    out.secs = started.elapsed().as_secs_f64();
+    out.lat_us.sort_unstable();
+    out
+}
+
+/// Sends ban notifications for `hosts` (from `clients` connections).
+async fn ban_all(http: &reqwest::Client, svc: &Service, hosts: Vec<Ipv4Addr>, hot: bool) -> Load {
+    let url = format!("{}/api/v1/notifications", svc.url);
+    let n = hosts.len();
+    let hosts = Arc::new(hosts);
+    load(
+        http,
+        32,
+        Duration::from_secs(600),
+        n,
+        Arc::new(move |c, i| {
+            c.post(&url)
+                .bearer_auth(NOTIFY)
+                .header("content-type", "application/json")
+                .body(ban(hosts[i], hot))
+        }),
+    )
+    .await
+}
+
+fn pct(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.1} ms", us as f64 / 1000.0)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Target 1: convergence against the published script
+
+async fn convergence(
+    k: &Knobs,
+    http: &reqwest::Client,
+    lab: &Lab,
+    bird: &mut BirdCtl,
+    report: &mut Report,
+) {
+    let api = match &k.anchors {
+        Some(dir) => Api::Py(PyMock::start(dir)),
+        None => {
+            println!(
+                "  the anchors (seed_escalation.py, mock_fnm_api.py) are not at FNM_BENCH_ANCHORS or \
+                 ../shared/anchors: the script column is skipped, the service polls the Rust stand-in API"
+            );
+            Api::Rust(fnm_api::FnmApi::start().await)
+        }
+    };
+    let what = match &api {
+        Api::Py(_) => "mock_fnm_api.py",
+        Api::Rust(_) => "the Rust stand-in API",
+    };
+    println!("  stand-in Advanced API: {what} at {}", api.url());
+    // The stand-in's own ceiling for the requests the service makes most: what bounds a poll.
+    {
+        let hosts: Vec<Ipv4Addr> = (0..1000).map(|i| ip(0, i)).collect();
+        api.set(http, &hosts).await;
+        let (user, password) = api.credentials();
+        let base = api.url().to_string();
+        let hosts = Arc::new(hosts);
+        let l = load(
+            http,
+            k.api_concurrency,
+            Duration::from_secs(3),
+            usize::MAX,
+            Arc::new(move |c, i| {
+                c.get(format!(
+                    "{base}/single_host_counters/{}",
+                    hosts[i % hosts.len()]
+                ))
+                .basic_auth(user, Some(password))
+            }),
+        )
+        .await;
+        api.set(http, &[]).await;
+        report.add(
+            "1",
+            format!(
+                "{what}: GET /single_host_counters, {} keep-alive clients",
+                k.api_concurrency
+            ),
+            format!("{:.0} req/s (p50 {})", l.rate(), ms(pct(&l.lat_us, 50.0))),
+            "-",
+            None,
+        );
+    }
+    let mut own_first: Option<Duration> = None;
+    for (round, &n) in k.n.iter().enumerate() {
+        let hosts: Vec<Ipv4Addr> = (0..n).map(|i| ip(0, i)).collect();
+        assert!(
+            n <= 200 * 256,
+            "N at most 51,200 (one /24 each in 10.0.0.0/8)"
+        );
+        // The script, once, at the first N only.
+        let mut script_time = None;
+        if let (0, Api::Py(_), Some(dir), true) = (round, &api, &k.anchors, k.script) {
+            clear_gobgp(lab, bird);
+            api.set(http, &[]).await;
+            let t0 = Instant::now();
+            api.set(http, &hosts).await;
+            let (user, password) = api.credentials();
+            let port = lab.gobgp_api().rsplit(':').next().unwrap_or("").to_string();
+            let log = tempfile::NamedTempFile::new().expect("temp file");
+            let mut child = Command::new("python3")
+                .arg(dir.join("seed_escalation.py"))
+                .env("SEED_API", api.url())
+                .env("SEED_GOBGP_PORT", &port)
+                .env("SEED_USER", user)
+                .env("SEED_PASSWORD", password)
+                .env("SEED_COMMUNITY", "65001:777")
+                .env("SEED_NEXT_HOP", lab::BLACKHOLE_NH4)
+                .env("SEED_LOG", log.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("run seed_escalation.py");
+            let status = loop {
+                if let Some(s) = child.try_wait().expect("wait for the script") {
+                    break s;
+                }
+                if t0.elapsed() > SCRIPT_TIMEOUT {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("seed_escalation.py ran longer than {SCRIPT_TIMEOUT:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let took = t0.elapsed();
+            let got = gobgp_ipv4_count(lab);
+            println!(
+                "  script, N={n}: {} ({status}), {got} /24s in gobgpd",
+                secs(took)
+            );
+            assert_eq!(got, n, "the script left {got} of {n} /24s in gobgpd");
+            script_time = Some(took);
+        }
+
+        // The service, polling the same API, announcing through the same gobgpd.
+        clear_gobgp(lab, bird);
+        api.set(http, &[]).await;
+        let (user, password) = api.credentials();
+        let (url, gobgp) = (api.url().to_string(), lab.gobgp_api());
+        let api_concurrency = k.api_concurrency;
+        let svc = Service::start(http, |c| {
+            c.bgp.backend = Backend::Gobgp;
+            c.bgp.gobgp_api = gobgp;
+            c.fastnetmon.api_url = Some(url);
+            c.fastnetmon.api_user = user.into();
+            c.fastnetmon.api_password = password.into();
+            c.fastnetmon.poll_interval = Duration::from_secs(1);
+            c.fastnetmon.api_timeout = Duration::from_millis(900);
+            c.fastnetmon.api_concurrency = api_concurrency;
+        })
+        .await;
+        // Wait for a first (empty) poll, so the clock does not include start-up.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let ready: Value = http
+                .get(format!("{}/readyz", svc.url))
+                .send()
+                .await
+                .expect("readyz")
+                .json()
+                .await
+                .unwrap_or(Value::Null);
+            if ready["sources"]["fastnetmon_api"]["polls"].as_u64() >= Some(1) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no poll within 15 s: {ready}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let timeout = Duration::from_secs(60 + n as u64 / 50);
+        let t0 = Instant::now();
+        api.set(http, &hosts).await;
+        let mut got = 0;
+        while t0.elapsed() < timeout {
+            got = gobgp_ipv4_count(lab);
+            if got >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let took = t0.elapsed();
+        println!("  service, N={n}: {} ({got} /24s in gobgpd)", secs(took));
+        if got < n {
+            println!("  service log tail:\n{}", svc.log_tail());
+        }
+        drop(svc);
+        let converged = got >= n;
+        let label = format!("N={n}: service, hosts in API -> all /24s in gobgpd");
+        match round {
+            0 => {
+                own_first = converged.then_some(took);
+                match script_time {
+                    Some(script) => {
+                        let ratio = script.as_secs_f64() / took.as_secs_f64();
+                        report.add(
+                            "1",
+                            format!("N={n}: seed_escalation.py, one run"),
+                            secs(script),
+                            "-",
+                            None,
+                        );
+                        report.add("1", label, secs(took), "-", Some(converged));
+                        report.add(
+                            "1",
+                            format!("N={n}: speed-up over the script"),
+                            format!("{ratio:.1}x"),
+                            ">= 25x",
+                            Some(converged && ratio >= 25.0),
+                        );
+                    }
+                    None => report.add("1", label, secs(took), "script not run", Some(converged)),
+                }
+            }
+            _ => {
+                let base = own_first.map(|b| took.as_secs_f64() / b.as_secs_f64());
+                report.add(
+                    "1",
+                    label,
+                    format!(
+                        "{} ({})",
+                        secs(took),
+                        base.map_or("no base".into(), |r| format!("{r:.1}x the first N"))
+                    ),
+                    "<= 10x the first N",
+                    Some(converged && base.is_some_and(|r| r <= 10.0)),
+                );
+            }
+        }
+    }
+    clear_gobgp(lab, bird);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Target 3: reaction time, crossing notification accepted -> route at BIRD
+
+async fn reaction(
+    k: &Knobs,
+    http: &reqwest::Client,
+    lab: &Lab,
+    bird: &mut BirdCtl,
+    report: &mut Report,
+) {
+    clear_gobgp(lab, bird);
+    let gobgp = lab.gobgp_api();
+    let svc = Service::start(http, |c| {
+        c.bgp.backend = Backend::Gobgp;
+        c.bgp.gobgp_api = gobgp;
+    })
+    .await;
+    let url = format!("{}/api/v1/notifications", svc.url);
+    let (mut from_accept, mut from_send) = (Vec::new(), Vec::new());
+    let mut missed = 0;
+    for i in 0..k.trials {
+        let host = ip(100, i);
+        let prefix = format!("{}/24", Ipv4Addr::from(u32::from(host) & 0xffff_ff00));
+        let sent = Instant::now();
+        let r = http
+            .post(&url)
+            .bearer_auth(NOTIFY)
+            .header("content-type", "application/json")
+            .body(ban(host, true))
+            .send()
+            .await
+            .expect("POST notification");
+        let accepted = Instant::now();
+        assert!(r.status().is_success(), "notification: {}", r.status());
+        let deadline = accepted + Duration::from_secs(5);
+        loop {
+            if bird.has(&prefix) {
+                let seen = Instant::now();
+                from_accept.push((seen - accepted).as_micros() as u64);
+                from_send.push((seen - sent).as_micros() as u64);
+                break;
+            }
+            if Instant::now() > deadline {
+                missed += 1;
+                from_accept.push(5_000_000);
+                from_send.push(5_000_000);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    from_accept.sort_unstable();
+    from_send.sort_unstable();
+    let (p50, p99) = (pct(&from_accept, 50.0), pct(&from_accept, 99.0));
+    let label = format!("{} trials", k.trials);
+    report.add(
+        "3",
+        format!("{label}: p50 notification accepted -> route at BIRD"),
+        ms(p50),
+        "<= 50 ms",
+        Some(p50 <= 50_000),
+    );
+    report.add(
+        "3",
+        format!("{label}: p99 notification accepted -> route at BIRD"),
+        format!(
+            "{} (max {}, {missed} over 5 s)",
+            ms(p99),
+            ms(*from_accept.last().unwrap_or(&0))
+        ),
+        "<= 250 ms",
+        Some(p99 <= 250_000 && missed == 0),
+    );
+    report.add(
+        "3",
+        format!("{label}: p50 / p99 from the request sent"),
+        format!(
+            "{} / {}",
+            ms(pct(&from_send, 50.0)),
+            ms(pct(&from_send, 99.0))
+        ),
+        "-",
+        None,
+    );
+    drop(svc);
+    clear_gobgp(lab, bird);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Target 4: announce throughput, a burst of escalations decided at once -> BIRD
+
+async fn burst(
+    k: &Knobs,
+    http: &reqwest::Client,
+    lab: &Lab,
+    bird: &mut BirdCtl,
+    report: &mut Report,
+) {
+    clear_gobgp(lab, bird);
+    let gobgp = lab.gobgp_api();
+    let svc = Service::start(http, |c| {
+        c.bgp.backend = Backend::Gobgp;
+        c.bgp.gobgp_api = gobgp;
+    })
+    .await;
+    assert!(k.burst <= 100 * 256, "burst at most 25,600");
+    let hosts: Vec<Ipv4Addr> = (0..k.burst).map(|i| ip(120, i)).collect();
+    // Banned below thresholds first: nothing to escalate yet.
+    let banned = ban_all(http, &svc, hosts.clone(), false).await;
+    assert_eq!(banned.ok, k.burst, "not every ban was accepted");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Then one InfluxDB push in which every one of them crosses: one decision, k.burst prefixes.
+    let body: String = hosts
+        .iter()
+        .map(|h| {
+            format!(
+                "hosts_traffic,host={h} bits_incoming={},packets_incoming={HOT_PACKETS}\n",
+                HOT_BYTES * 8
+            )
+        })
+        .collect();
+    let sent = Instant::now();
+    let r = http
+        .post(format!(
+            "{}/write?db=fastnetmon&u=fastnetmon&p={NOTIFY}",
+            svc.url
+        ))
+        .body(body)
+        .send()
+        .await
+        .expect("POST /write");
+    let accepted = Instant::now();
+    assert!(r.status().is_success(), "/write: {}", r.status());
+    let (mut at_gobgp, mut at_bird) = (None, None);
+    let deadline = accepted + Duration::from_secs(120);
+    while Instant::now() < deadline && at_bird.is_none() {
+        if at_gobgp.is_none() && gobgp_ipv4_count(lab) >= k.burst {
+            at_gobgp = Some(accepted.elapsed());
+        }
+        if bird.gobgp_routes() >= k.burst {
+            at_bird = Some(accepted.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let at_gobgp = at_gobgp.or(at_bird);
+    let n = k.burst;
+    report.add(
+        "4",
+        format!("{n} escalations, /write accepted -> all in gobgpd"),
+        at_gobgp.map_or("not reached".into(), secs),
+        "-",
+        None,
+    );
+    report.add(
+        "4",
+        format!("{n} escalations, /write accepted -> all at BIRD"),
+        match at_bird {
+            Some(d) => format!(
+                "{} ({:.0} routes/s; /write took {})",
+                secs(d),
+                n as f64 / d.as_secs_f64(),
+                ms((accepted - sent).as_micros() as u64)
+            ),
+            None => format!("{} of {n} after 120 s", bird.gobgp_routes()),
+        },
+        "<= 5 s",
+        Some(at_bird.is_some_and(|d| d <= Duration::from_secs(5))),
+    );
+    drop(svc);
+    clear_gobgp(lab, bird);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets 2 and 5: ingest against the HTTP ceiling, then the footprint of a loaded service
+
+async fn ingest_and_footprint(
+    k: &Knobs,
+    http: &reqwest::Client,
+    lab: &Lab,
+    bird: &mut BirdCtl,
+    report: &mut Report,
+) {
+    clear_gobgp(lab, bird);
+    let gobgp = lab.gobgp_api();
+    let svc = Service::start(http, |c| {
+        c.bgp.backend = Backend::Gobgp;
+        c.bgp.gobgp_api = gobgp;
+    })
+    .await;
+    let duration = Duration::from_secs(k.secs);
+    // Hosts below thresholds in 10.128.0.0/14 (one per request), so ingest is measured alone.
+    let cold = |i: usize| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i as u32);
+    let sent = Arc::new(AtomicUsize::new(0));
+    if k.wants(2) {
+        let healthz = format!("{}/healthz", svc.url);
+        let warm = healthz.clone();
+        load(
+            http,
+            64,
+            Duration::from_secs(1),
+            usize::MAX,
+            Arc::new(move |c, _| c.get(&warm)),
+        )
+        .await;
+        let h = load(
+            http,
+            64,
+            duration,
+            usize::MAX,
+            Arc::new(move |c, _| c.get(&healthz)),
+        )
+        .await;
+        let url = format!("{}/api/v1/notifications", svc.url);
+        let counter = sent.clone();
+        let n = load(
+            http,
+            64,
+            duration,
+            k.hosts,
+            Arc::new(move |c, i| {
+                counter.fetch_max(i + 1, Ordering::Relaxed);
+                c.post(&url)
+                    .bearer_auth(NOTIFY)
+                    .header("content-type", "application/json")
+                    .body(ban(cold(i), false))
+            }),
+        )
+        .await;
+        let stored = svc.sql_i64("SELECT count(*) FROM notifications").await;
+        let ratio = n.rate() / h.rate();
+        let p99 = pct(&n.lat_us, 99.0);
+        report.add(
+            "2",
+            "GET /healthz, 64 keep-alive clients",
+            format!(
+                "{:.0} req/s (p50 {}, p99 {})",
+                h.rate(),
+                ms(pct(&h.lat_us, 50.0)),
+                ms(pct(&h.lat_us, 99.0))
+            ),
+            "-",
+            None,
+        );
+        report.add(
+            "2",
+            "POST /api/v1/notifications (ban), same clients",
+            format!(
+                "{:.0} req/s = {:.0}% of /healthz ({} 2xx, {} failed, {stored} in the database)",
+                n.rate(),
+                ratio * 100.0,
+                n.ok,
+                n.failed
+            ),
+            ">= 50% of /healthz",
+            Some(ratio >= 0.5 && n.failed == 0 && stored as usize >= n.ok),
+        );
+        report.add(
+            "2",
+            "notification latency p50 / p99",
+            format!("{} / {}", ms(pct(&n.lat_us, 50.0)), ms(p99)),
+            "p99 <= 25 ms",
+            Some(p99 <= 25_000),
+        );
+    }
+    if k.wants(5) {
+        // Top up to k.hosts recorded hosts, then k.escalations hosts over threshold in their own /24s.
+        let from = sent.load(Ordering::Relaxed);
+        let rest: Vec<Ipv4Addr> = (from..k.hosts).map(cold).collect();
+        let t = Instant::now();
+        let topped = ban_all(http, &svc, rest.clone(), false).await;
+        println!(
+            "  recorded {} more hosts in {}",
+            topped.ok,
+            secs(t.elapsed())
+        );
+        let hot: Vec<Ipv4Addr> = (0..k.escalations).map(|i| ip(160, i)).collect();
+        ban_all(http, &svc, hot, true).await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut active = 0;
+        while Instant::now() < deadline {
+            active = svc
+                .sql_i64("SELECT count(*) FROM escalations WHERE state = 'active'")
+                .await;
+            if active as usize >= k.escalations {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let hosts = svc.sql_i64("SELECT count(*) FROM hosts").await;
+        // Settle: a few checker ticks (5 s each) and a retention pass.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let (rss, hwm) = svc.rss_kib();
+        let window = Duration::from_secs(k.secs.max(10));
+        let (c0, t0) = (svc.cpu_ticks(), Instant::now());
+        tokio::time::sleep(window).await;
+        let (c1, dt) = (svc.cpu_ticks(), t0.elapsed());
+        let hz = 100.0; // USER_HZ on Linux
+        let cpu = (c1 - c0) as f64 / hz / dt.as_secs_f64() * 100.0;
+        let (rss2, _) = svc.rss_kib();
+        let ready: Value = http
+            .get(format!("{}/readyz", svc.url))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        let cycle_ms = ready["checker"]["last_cycle_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        report.add(
+            "5",
+            format!("RSS with {hosts} hosts recorded, {active} active escalations"),
+            format!(
+                "{:.1} MiB (after the idle window {:.1} MiB, peak {:.1} MiB)",
+                rss as f64 / 1024.0,
+                rss2 as f64 / 1024.0,
+                hwm as f64 / 1024.0
+            ),
+            "<= 64 MiB",
+            Some(rss2.max(rss) <= 64 * 1024 && hosts as usize >= k.hosts),
+        );
+        report.add(
+            "5",
+            format!(
+                "CPU while idle ({}s window, check_interval 5s)",
+                window.as_secs()
+            ),
+            format!("{cpu:.1}% of one core (last checker cycle {cycle_ms:.0} ms)"),
+            "reported",
+            None,
+        );
+    }
+    drop(svc);
+    if k.wants(5) {
+        db_projection(k, http, report).await;
+    }
+    clear_gobgp(lab, bird);
+}
+
+/// Bytes per history row measured from 1-second pushes of 10,000 banned hosts, projected to a
+/// day with the default retention settings.
+async fn db_projection(k: &Knobs, http: &reqwest::Client, report: &mut Report) {
+    let hosts = 10_000usize;
+    let pushes = k.secs.max(5) as usize;
+    let svc = Service::start(http, |c| {
+        c.bgp.backend = Backend::None;
+        // Every push kept, so the bytes per row are measured on many rows; projected below
+        // with the defaults.
+        c.samples.history_interval = Duration::ZERO;
+    })
+    .await;
+    // 10.200.0.0/18: hosts of other targets are elsewhere.
+    let list: Vec<Ipv4Addr> = (0..hosts)
+        .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 0)) + i as u32))
+        .collect();
+    let banned = ban_all(http, &svc, list.clone(), false).await;
+    assert_eq!(banned.ok, hosts);
+    let db = svc.db();
+    let size = || async {
+        let page = svc_sql(&db, "PRAGMA page_size").await;
+        let count = svc_sql(&db, "PRAGMA page_count").await;
+        let free = svc_sql(&db, "PRAGMA freelist_count").await;
+        (count - free) * page
+    };
+    let (b0, r0) = (
+        size().await,
+        svc.sql_i64("SELECT count(*) FROM traffic_samples").await,
+    );
+    let body: String = list
+        .iter()
+        .map(|h| format!("hosts_traffic,host={h} bits_incoming=8000,packets_incoming=10\n"))
+        .collect();
+    let mut write_ms = Vec::new();
+    for _ in 0..pushes {
+        let t = Instant::now();
+        let r = http
+            .post(format!(
+                "{}/write?db=fastnetmon&u=fastnetmon&p={NOTIFY}",
+                svc.url
+            ))
+            .body(body.clone())
+            .send()
+            .await
+            .expect("POST /write");
+        assert!(r.status().is_success(), "/write: {}", r.status());
+        write_ms.push(t.elapsed().as_micros() as u64);
+        tokio::time::sleep(Duration::from_secs(1).saturating_sub(t.elapsed())).await;
+    }
+    let (b1, r1) = (
+        size().await,
+        svc.sql_i64("SELECT count(*) FROM traffic_samples").await,
+    );
+    write_ms.sort_unstable();
+    let per_row = (b1 - b0) as f64 / (r1 - r0).max(1) as f64;
+    let d = Config::default().samples;
+    let rows_kept =
+        hosts as f64 * d.retention.as_secs_f64() / d.history_interval.as_secs_f64().max(1.0);
+    // Deletion runs every tenth of the retention, so up to 10% more rows wait for it.
+    let projected = b0 as f64 + rows_kept * 1.1 * per_row;
+    report.add(
+        "5",
+        format!("/write of {hosts} hosts, each second: p50 / max"),
+        format!(
+            "{} / {}",
+            ms(pct(&write_ms, 50.0)),
+            ms(*write_ms.last().unwrap_or(&0))
+        ),
+        "-",
+        None,
+    );
+    report.add(
+        "5",
+        format!(
+            "database after a day of 1 s pushes, {hosts} hosts (retention {}, history_interval {})",
+            humantime::format_duration(d.retention),
+            humantime::format_duration(d.history_interval)
+        ),
+        format!(
+            "{:.0} MiB projected ({:.0} B/history row measured over {} rows; {:.1} MiB with the hosts alone)",
+            projected / 1048576.0,
+            per_row,
+            r1 - r0,
+            b0 as f64 / 1048576.0
+        ),
+        "reported",
+        None,
+    );
+}
+
+async fn svc_sql(db: &Path, query: &str) -> i64 {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true)
+        .connect()
+        .await
+        .expect("open the service's database");
+    sqlx::query_scalar::<_, i64>(query)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_string()))
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {cpu}, MemTotal {mem}")
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let k = Knobs::from_env();
+    println!("fnm-escalator benchmarks: {}", machine());
+    println!(
+        "targets {:?}, N {:?}, trials {}, burst {}, hosts {}, escalations {}, {} s per ingest phase",
+        k.targets, k.n, k.trials, k.burst, k.hosts, k.escalations, k.secs
+    );
+    match &k.anchors {
+        Some(dir) => println!("anchors: {}", dir.display()),
+        None => println!(
+            "anchors not found (FNM_BENCH_ANCHORS, default ../shared/anchors): the published script is not run"
+        ),
+    }
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("HTTP client");
+    let started = Instant::now();
+    let lab = Lab::start();
+    let mut bird = BirdCtl::connect(&lab.bird_ctl());
+    let mut report = Report::default();
+    if k.wants(1) {
+        println!("target 1: convergence against the published script");
+        convergence(&k, &http, &lab, &mut bird, &mut report).await;
+    }
+    if k.wants(3) {
+        println!("target 3: reaction time");
+        reaction(&k, &http, &lab, &mut bird, &mut report).await;
+    }
+    if k.wants(4) {
+        println!("target 4: announce throughput");
+        burst(&k, &http, &lab, &mut bird, &mut report).await;
+    }
+    if k.wants(2) || k.wants(5) {
+        println!("targets 2 and 5: ingest, footprint");
+        ingest_and_footprint(&k, &http, &lab, &mut bird, &mut report).await;
+    }
+    report.print();
+    println!("\n{} in all", secs(started.elapsed()));
+}
