@@ -204,33 +204,25 @@ impl Checker {
     async fn gather(&self, now: Millis) -> Result<World, StoreError> {
         let banned = self
             .store
-            .banned_hosts()
+            .banned_since()
             .await?
             .into_iter()
-            .filter_map(|h| {
-                Some(BannedHost {
-                    ip: h.ip.parse().ok()?,
-                    banned_at: h.banned_at.unwrap_or(h.state_at),
-                })
-            })
+            .map(|(ip, banned_at)| BannedHost { ip, banned_at })
             .collect::<Vec<_>>();
-        let banned_set: HashSet<IpAddr> = banned.iter().map(|h| h.ip).collect();
         let samples = self
             .store
-            .latest_samples()
+            .banned_samples()
             .await?
             .into_iter()
             .filter_map(|s| {
                 let ip: IpAddr = s.ip.parse().ok()?;
-                banned_set.contains(&ip).then(|| {
-                    (
-                        ip,
-                        Sample {
-                            at: s.at,
-                            traffic: s.traffic(),
-                        },
-                    )
-                })
+                Some((
+                    ip,
+                    Sample {
+                        at: s.at,
+                        traffic: s.traffic(),
+                    },
+                ))
             })
             .collect();
         let live = self

@@ -139,10 +139,10 @@ async fn write(
     } else {
         state
             .store
-            .banned_hosts()
+            .banned_since()
             .await?
-            .iter()
-            .filter_map(|h| h.ip.parse().ok())
+            .into_iter()
+            .map(|(ip, _)| ip)
             .collect()
     };
     let push = influxdb::plan(&samples, &banned, precision, received_at);

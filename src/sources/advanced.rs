@@ -365,8 +365,8 @@ impl AdvancedPoller {
             }
         }
 
-        let mut hosts: Vec<IpAddr> = match self.store.banned_hosts().await {
-            Ok(rows) => rows.iter().filter_map(|h| h.ip.parse().ok()).collect(),
+        let mut hosts: Vec<IpAddr> = match self.store.banned_since().await {
+            Ok(rows) => rows.into_iter().map(|(ip, _)| ip).collect(),
             Err(e) => {
                 let msg = format!("reading banned hosts: {e}");
                 tracing::error!(source = ADVANCED, error = %e, "poll failed");

@@ -108,12 +108,7 @@ impl Reconciler {
         listed: &HashSet<IpAddr>,
         polled_at: Millis,
     ) -> Result<ReconcileReport, StoreError> {
-        let banned_here: Vec<(IpAddr, Millis)> = store
-            .banned_hosts()
-            .await?
-            .into_iter()
-            .filter_map(|h| Some((h.ip.parse().ok()?, h.banned_at.unwrap_or(h.state_at))))
-            .collect();
+        let banned_here: Vec<(IpAddr, Millis)> = store.banned_since().await?;
         let plan = self.plan(listed, &banned_here, polled_at);
         let received_at = now_ms();
         let ban_reason = format!("listed in {} but not banned here", self.list);

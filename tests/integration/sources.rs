@@ -421,7 +421,11 @@ async fn hosts_banned_in_fastnetmon_but_unknown_here_are_added() {
         })
         .await;
     assert_eq!(hosts["total"], 3, "{hosts}");
-    let h = host(&app, "2001:db8::5").await;
+    // Its counters follow within the same cycle, or the next one under load.
+    let h = wait_host(&app, "2001:db8::5", Duration::from_secs(5), |h| {
+        h["traffic"]["source"] == "fastnetmon_api"
+    })
+    .await;
     assert_eq!(h["source"], "reconcile", "{h}");
     assert_eq!(h["traffic"]["source"], "fastnetmon_api", "{h}");
     let events = reconcile_events(&app).await;
