@@ -398,13 +398,26 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        let text = match file {
+            Some(path) => Some(
+                std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?,
+            ),
+            None => None,
+        };
+        Self::from_toml_with_env(text.as_deref(), env)
+    }
+
+    /// As `load_with_env`, with the file's text given instead of its path (tests and fuzzing).
+    pub fn from_toml_with_env(
+        text: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-            figment = figment.merge(Toml::string(&text));
+        if let Some(text) = text {
+            figment = figment.merge(Toml::string(text));
         }
         let overrides: Vec<(String, String)> = env
             .into_iter()
@@ -879,6 +892,15 @@ poll_interval = "5s"
         assert_eq!(c.thresholds.network[0].incoming_mbps, Some(1000));
         assert_eq!(c.bgp.communities, vec![Community::new(65001, 777)]);
         assert_eq!(c.auth.tokens[0].role, Role::Notify);
+    }
+
+    #[test]
+    fn from_text_matches_loading_the_same_file() {
+        let from_text = Config::from_toml_with_env(Some(EXAMPLE), Vec::new()).expect("example");
+        let from_file = load(EXAMPLE).expect("example");
+        assert_eq!(from_text.redacted_toml(), from_file.redacted_toml());
+        let bad = Config::from_toml_with_env(Some("[server\nlisten = 1"), Vec::new());
+        assert!(matches!(bad, Err(ConfigError::Invalid(ref i)) if !i.is_empty()));
     }
 
     #[test]
