@@ -7,6 +7,7 @@ mod escalations;
 mod events;
 mod health;
 mod hosts;
+pub mod idle;
 pub mod json;
 mod metrics;
 pub mod notifications;
