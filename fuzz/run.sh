@@ -18,17 +18,19 @@ export RUSTC_BOOTSTRAP=1
 # -a: debug assertions on, so integer overflow panics instead of wrapping silently.
 flags=(--release --debug-assertions -s "$sanitizer")
 
-for t in "${targets[@]}"; do
-    nice -n 19 cargo fuzz build "${flags[@]}" "$t"
-done
+# Build everything first, then run the built binaries: editing the sources while the fuzzers run
+# does not trigger a rebuild in the middle of the runs.
+nice -n 19 cargo fuzz build "${flags[@]}"
+bin=fuzz/target/x86_64-unknown-linux-gnu/release
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_odr_violation=0}
 
 mkdir -p fuzz/logs
 for t in "${targets[@]}"; do
-    mkdir -p "fuzz/corpus/$t"
+    mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
     echo "== $t: $secs s ($(date -u +%FT%TZ))"
     # The first corpus directory collects new inputs; fuzz/seeds/$t (committed) is read only.
-    nice -n 19 cargo fuzz run "${flags[@]}" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+    nice -n 19 "$bin/$t" -artifact_prefix="fuzz/artifacts/$t/" \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
-        -print_final_stats=1 2>&1 | tee "fuzz/logs/$t.log"
+        -print_final_stats=1 "fuzz/corpus/$t" "fuzz/seeds/$t" 2>&1 | tee "fuzz/logs/$t.log"
     echo "== $t: corpus $(find "fuzz/corpus/$t" -type f | wc -l) files"
 done
