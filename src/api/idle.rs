@@ -2,7 +2,7 @@
 //! own header-read timeout never fires: a client that sends half a request line and stops would
 //! hold its connection (and task) forever. The request timeout only starts once the headers are
 //! in. Here every connection is closed after `idle` without a byte read or written, which covers
-//! stalled headers and idle keep-alive connections alike.
+//! stalled headers, idle keep-alive connections and clients that stop reading their answer.
 
 use std::future::Future;
 use std::io;
@@ -40,7 +40,8 @@ impl axum::serve::Listener for IdleListener {
     }
 }
 
-/// A stream whose reads fail with `TimedOut` once nothing has moved either way for `idle`.
+/// A stream whose pending reads and writes fail with `TimedOut` once nothing has moved either
+/// way for `idle`.
 pub struct IdleStream<T> {
     io: T,
     idle: Duration,
@@ -59,6 +60,17 @@ impl<T> IdleStream<T> {
     fn touch(&mut self) {
         self.deadline.as_mut().reset(Instant::now() + self.idle);
     }
+
+    /// For an operation that is pending: an error once the deadline has passed.
+    fn expired<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection idle for too long",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for IdleStream<T> {
@@ -76,13 +88,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleStream<T> {
                 }
                 Poll::Ready(r)
             }
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "client idle for too long",
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => this.expired(cx),
         }
     }
 }
@@ -94,15 +100,24 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleStream<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let r = Pin::new(&mut this.io).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.touch();
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                if matches!(r, Ok(n) if n > 0) {
+                    this.touch();
+                }
+                Poll::Ready(r)
+            }
+            // A client that stops reading its answer is as silent as one that stops sending.
+            Poll::Pending => this.expired(cx),
         }
-        r
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_flush(cx) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => this.expired(cx),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -115,11 +130,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleStream<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.touch();
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                if matches!(r, Ok(n) if n > 0) {
+                    this.touch();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.expired(cx),
         }
-        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -152,6 +171,19 @@ mod tests {
             .await
             .expect("bounded")
             .expect_err("idle");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= IDLE - Duration::from_millis(20));
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_times_out_the_write() {
+        let (_client, server) = tokio::io::duplex(64);
+        let mut server = IdleStream::new(server, IDLE);
+        let started = std::time::Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(5), server.write_all(&[b'x'; 4096]))
+            .await
+            .expect("bounded")
+            .expect_err("the peer never reads");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= IDLE - Duration::from_millis(20));
     }
