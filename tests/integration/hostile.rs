@@ -771,6 +771,7 @@ fn build_cases() -> Vec<Case> {
             Want::NoServerError,
         );
     }
+    let long_precision = format!("/write?precision={}", "n".repeat(10_000));
     let line = b"hosts_traffic,host=10.10.10.9 incoming_packets=1i".as_slice();
     for (name, target, headers) in [
         (
@@ -780,7 +781,7 @@ fn build_cases() -> Vec<Case> {
         ),
         (
             "precision of 10 KB",
-            &*format!("/write?precision={}", "n".repeat(10_000)).leak(),
+            long_precision.as_str(),
             vec![("authorization", notify.clone())],
         ),
         (
