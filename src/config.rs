@@ -398,13 +398,26 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        let text = match file {
+            Some(path) => Some(
+                std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?,
+            ),
+            None => None,
+        };
+        Self::from_toml_with_env(text.as_deref(), env)
+    }
+
+    /// As `load_with_env`, with the file's text given instead of its path (tests and fuzzing).
+    pub fn from_toml_with_env(
+        text: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-            figment = figment.merge(Toml::string(&text));
+        if let Some(text) = text {
+            figment = figment.merge(Toml::string(text));
         }
         let overrides: Vec<(String, String)> = env
             .into_iter()
@@ -773,6 +786,20 @@ fn parse_env_value(raw: &str) -> toml::Value {
     }
 }
 
+/// Longest line of an issue shown: a TOML syntax error quotes the offending line, and a hostile
+/// or broken file can make that line megabytes long.
+const MAX_ISSUE_LINE: usize = 240;
+
+fn clip_lines(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.char_indices().nth(MAX_ISSUE_LINE) {
+            Some((cut, _)) => format!("{}…", &line[..cut]),
+            None => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn figment_issues(err: figment::Error) -> ConfigError {
     let issues = err
         .into_iter()
@@ -783,8 +810,8 @@ fn figment_issues(err: figment::Error) -> ConfigError {
                 e.path.join(".")
             };
             ConfigIssue {
-                key,
-                reason: e.kind.to_string(),
+                key: clip_lines(&key),
+                reason: clip_lines(&e.kind.to_string()),
             }
         })
         .collect();
@@ -879,6 +906,37 @@ poll_interval = "5s"
         assert_eq!(c.thresholds.network[0].incoming_mbps, Some(1000));
         assert_eq!(c.bgp.communities, vec![Community::new(65001, 777)]);
         assert_eq!(c.auth.tokens[0].role, Role::Notify);
+    }
+
+    #[test]
+    fn a_huge_offending_line_is_clipped_in_the_message() {
+        let deep = format!(
+            "[server]\nlisten = {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let err = Config::from_toml_with_env(Some(&deep), Vec::new()).expect_err("too deep");
+        let text = err.to_string();
+        assert!(text.contains("line 2"), "{text}");
+        assert!(text.len() < 4096, "{} bytes", text.len());
+        let dotted = format!("{} = 1\n", vec!["é"; 50_000].join("."));
+        let text = Config::from_toml_with_env(Some(&dotted), Vec::new())
+            .expect_err("unknown key")
+            .to_string();
+        assert!(
+            text.lines()
+                .all(|l| l.chars().count() <= MAX_ISSUE_LINE + 8),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn from_text_matches_loading_the_same_file() {
+        let from_text = Config::from_toml_with_env(Some(EXAMPLE), Vec::new()).expect("example");
+        let from_file = load(EXAMPLE).expect("example");
+        assert_eq!(from_text.redacted_toml(), from_file.redacted_toml());
+        let bad = Config::from_toml_with_env(Some("[server\nlisten = 1"), Vec::new());
+        assert!(matches!(bad, Err(ConfigError::Invalid(ref i)) if !i.is_empty()));
     }
 
     #[test]

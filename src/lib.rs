@@ -162,6 +162,10 @@ pub async fn run_with(
         dry_run = config.escalation.dry_run,
         "fnm-escalator serving"
     );
+    // Silent connections (stalled headers, idle keep-alive) are closed a second after a
+    // request would have timed out.
+    let idle = config.server.request_timeout + Duration::from_secs(1);
+    let listener = api::idle::IdleListener::new(listener, idle);
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown)
         .await;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use ipnet::IpNet;
@@ -18,7 +18,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::json::Body;
 use super::openapi::ErrorBody;
-use super::{page, AppState, Query};
+use super::{page, AppState, Path, Query};
 use crate::clock::{ms, now_ms};
 use crate::config::Role;
 use crate::decision::{check_manual, Refusal, Rule};

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::openapi::ErrorBody;
-use super::{page, AppState, Query};
+use super::{page, AppState, Path, Query};
 use crate::clock::{now_ms, rfc3339, Millis};
 use crate::config::Role;
 use crate::decision::CoveringPrefix;

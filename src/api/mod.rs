@@ -7,6 +7,7 @@ mod escalations;
 mod events;
 mod health;
 mod hosts;
+pub mod idle;
 pub mod json;
 mod metrics;
 pub mod notifications;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
+use axum::response::IntoResponse as _;
 use axum::{Extension, Router};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -80,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(count_request))
+        .layer(axum::middleware::from_fn(limit_headers))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -133,6 +136,30 @@ async fn count_request(req: Request, next: axum::middleware::Next) -> axum::resp
     resp
 }
 
+/// The most header bytes (names, values and separators) a request may carry. FastNetMon sends a
+/// few hundred; hyper's own limits (100 headers, ~400 KB) are far looser.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// 431 for requests whose headers exceed `MAX_HEADER_BYTES`, before any handler reads them.
+async fn limit_headers(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers too large",
+        )
+        .detail(format!(
+            "{size} bytes of headers; at most {MAX_HEADER_BYTES}"
+        ))
+        .into_response();
+    }
+    next.run(req).await
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }
@@ -152,6 +179,28 @@ pub(crate) fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64)
         return Err(ApiError::unprocessable("invalid field `offset`").detail("must be >= 0"));
     }
     Ok((limit, offset))
+}
+
+/// Path parameters in the API's error format (axum's own rejection of, say, `%FF` is plain
+/// text).
+pub(crate) struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S>
+    for Path<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|rej| {
+                ApiError::new(rej.status(), "invalid path parameter").detail(rej.body_text())
+            })
+    }
 }
 
 /// Query strings parsed in the API's error format.

@@ -7,6 +7,7 @@ mod e2e_fastnetmon;
 mod e2e_gobgp;
 mod escalation;
 mod exec_backend;
+mod hostile;
 mod notifications;
 mod openapi;
 mod operator;
