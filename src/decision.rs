@@ -662,6 +662,27 @@ pub fn check_manual(
     Ok(prefix)
 }
 
+/// Whether a notification just recorded can change a decision at once, so that the checker
+/// should look now rather than at its next tick: an unban (a prefix may have lost its last
+/// banned host), any ban while carpet bombing is on, or traffic that crosses a threshold. A ban
+/// below every threshold changes nothing until traffic says so; waking the checker for each of
+/// a burst of them would only have it re-read every banned host while they queue for the writer.
+pub fn acts_at_once(n: &crate::fastnetmon::Notification, policy: &Policy) -> bool {
+    use crate::fastnetmon::{Action, Scope};
+    let Scope::Host { ip } = n.scope else {
+        return false;
+    };
+    match n.action {
+        Action::Unban => true,
+        Action::PartialBlock | Action::PartialUnblock => false,
+        Action::Ban | Action::AttackStatus | Action::AttackDetails => {
+            (n.action == Action::Ban && policy.carpet_bombing_hosts > 0)
+                || n.traffic
+                    .is_some_and(|t| crossing(ip, &t, &policy.limits_for(ip)).is_some())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1330,5 +1351,38 @@ mod tests {
             T0,
         );
         assert_eq!(decide(&w, &p, T0), decide(&w, &p, T0));
+    }
+
+    #[test]
+    fn only_unbans_crossing_traffic_and_carpet_bombing_wake_the_checker_at_once() {
+        use crate::fastnetmon::notification::parse_json;
+        let notification = |action: &str, bytes: u64| {
+            parse_json(
+                serde_json::json!({
+                    "ip": "198.51.100.7", "action": action, "alert_scope": "host",
+                    "attack_details": {"total_incoming_traffic": bytes, "total_incoming_pps": 1}
+                })
+                .to_string()
+                .as_bytes(),
+            )
+            .expect("parse")
+        };
+        let mut config = Config::default();
+        let policy = Policy::from_config(&config);
+        // 25 MB/s = 200 Mbit/s crosses the 100 Mbit/s default; 1 kB/s does not.
+        assert!(acts_at_once(&notification("ban", 25_000_000), &policy));
+        assert!(!acts_at_once(&notification("ban", 1_000), &policy));
+        assert!(acts_at_once(&notification("unban", 0), &policy));
+        assert!(acts_at_once(
+            &notification("attack_status", 25_000_000),
+            &policy
+        ));
+        assert!(!acts_at_once(
+            &notification("attack_status", 1_000),
+            &policy
+        ));
+        config.escalation.carpet_bombing_hosts = 3;
+        let carpet = Policy::from_config(&config);
+        assert!(acts_at_once(&notification("ban", 1_000), &carpet));
     }
 }

@@ -137,7 +137,8 @@ async fn receive(
         incoming.notification.action.as_str(),
         recorded.outcome.as_str(),
     );
-    if recorded.wake_checker {
+    if recorded.wake_checker && crate::decision::acts_at_once(&incoming.notification, &state.policy)
+    {
         state.checker.wake();
     }
     tracing::info!(
