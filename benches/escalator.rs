@@ -2,7 +2,7 @@
 //! machine's own limits (see BENCHMARKS.md for the targets and the last recorded run).
 //!
 //! ```sh
-//! cargo bench --bench escalator                      # every target, the issue's numbers
+//! cargo bench --bench escalator                      # every target, at the sizes BENCHMARKS.md names
 //! FNM_BENCH_QUICK=1 cargo bench --bench escalator    # small numbers, about a minute
 //! ```
 //!
