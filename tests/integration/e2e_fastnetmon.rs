@@ -134,6 +134,7 @@ async fn chain(app: crate::support::app::TestApp, lab: Upstream) {
         influxdb: Some((app.config.server.listen, "fastnetmon".into(), NOTIFY.into())),
         threshold_pps: 1000,
         ban_time: 10,
+        grpc_api: false,
     });
 
     let victim = Ipv4Addr::new(198, 51, 100, 5);
@@ -195,6 +196,92 @@ async fn chain(app: crate::support::app::TestApp, lab: Upstream) {
         )
         .await;
     assert_eq!(e["state"], "withdrawn", "{e}");
+    drop(fnm);
+    app.stop().await;
+}
+
+/// Community's gRPC API as the only source: FastNetMon bans a host (its notify script does
+/// nothing here), `GetBanlist` shows it and the service adds it; FastNetMon stopped (API
+/// unreachable) unbans nothing; FastNetMon restarted with an empty ban list (Community forgets
+/// its bans without sending unban) unbans it after two polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn community_grpc_ban_list_is_followed_across_a_restart() {
+    let app = spawn_app(|c| {
+        c.networks.ours = vec!["198.51.100.0/24".parse().expect("net")];
+        c.fastnetmon.community_grpc = Some("127.0.0.1:50052".into());
+        c.fastnetmon.community_poll_interval = Duration::from_millis(500);
+        c.fastnetmon.api_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let options = || FastnetmonOptions {
+        networks: vec!["198.51.100.0/24".into()],
+        notify_script: "/bin/true".into(),
+        env: Vec::new(),
+        influxdb: None,
+        threshold_pps: 1000,
+        ban_time: 3600,
+        grpc_api: true,
+    };
+    let fnm = Fastnetmon::start(options());
+    let flood = fnm.flood(
+        Ipv4Addr::new(198, 51, 100, 6),
+        20_000,
+        Duration::from_secs(60),
+    );
+    let host = app
+        .wait_for("/api/v1/hosts/198.51.100.6", Duration::from_secs(40), |h| {
+            h["state"] == "banned"
+        })
+        .await;
+    assert_eq!(
+        host["state"],
+        "banned",
+        "{host}\nfastnetmon log:\n{}",
+        fnm.log_tail()
+    );
+    assert_eq!(host["source"], "reconcile", "{host}");
+    drop(flood);
+
+    // FastNetMon gone: its API does not answer; that is not an empty ban list.
+    drop(fnm);
+    let r = app
+        .wait_for("/readyz", Duration::from_secs(10), |r| {
+            r["sources"]["fastnetmon_grpc"]["errors"].as_u64() >= Some(2)
+        })
+        .await;
+    assert!(
+        r["sources"]["fastnetmon_grpc"]["errors"].as_u64() >= Some(2),
+        "{r}"
+    );
+    let (_, host) = app.get("/api/v1/hosts/198.51.100.6", READ).await;
+    assert_eq!(host["state"], "banned", "{host}");
+
+    // Back, with its bans forgotten: two polls without the host, then it is unbanned.
+    let fnm = Fastnetmon::start(options());
+    let host = app
+        .wait_for("/api/v1/hosts/198.51.100.6", Duration::from_secs(30), |h| {
+            h["state"] == "unbanned"
+        })
+        .await;
+    assert_eq!(
+        host["state"],
+        "unbanned",
+        "{host}\nfastnetmon log:\n{}",
+        fnm.log_tail()
+    );
+    let (_, events) = app
+        .get("/api/v1/events?kind=reconcile&ip=198.51.100.6", READ)
+        .await;
+    let messages: Vec<&str> = events["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["message"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("unban 198.51.100.6: absent from")),
+        "{messages:?}"
+    );
     drop(fnm);
     app.stop().await;
 }

@@ -1,6 +1,7 @@
 //! A real FastNetMon Community (Debian's 1.2.4) for one test: its own config in a temp dir,
-//! NetFlow v5 collector on a free loopback port, usage reporting and the hard-coded gRPC API
-//! off, notify script and InfluxDB export pointed at our service. Stopped by PID on drop.
+//! NetFlow v5 collector on a free loopback port, usage reporting off, the gRPC API (hard-coded
+//! to 127.0.0.1:50052) off unless asked for, notify script and InfluxDB export pointed at our
+//! service. Stopped by PID on drop.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,8 @@ pub struct FastnetmonOptions {
     pub influxdb: Option<(SocketAddr, String, String)>,
     pub threshold_pps: u64,
     pub ban_time: u64,
+    /// `enable_api`: the gRPC API on 127.0.0.1:50052 (a fixed port: one such test at a time).
+    pub grpc_api: bool,
 }
 
 pub struct Fastnetmon {
@@ -84,11 +87,12 @@ impl Fastnetmon {
              exabgp = off\ngobgp = off\n{influx}graphite = off\nmonitor_local_ip_addresses = off\n\
              monitor_openvz_vps_ip_addresses = off\npid_path = {d}/fastnetmon.pid\n\
              cli_stats_file_path = {d}/fastnetmon.dat\ncli_stats_ipv6_file_path = {d}/fastnetmon_ipv6.dat\n\
-             enable_api = off\nkafka_traffic_export = off\nprometheus = off\n",
+             enable_api = {api}\nkafka_traffic_export = off\nprometheus = off\n",
             ban_time = opts.ban_time,
             d = d.display(),
             pps = opts.threshold_pps,
             script = opts.notify_script.display(),
+            api = if opts.grpc_api { "on" } else { "off" },
         );
         let conf_path = d.join("fastnetmon.conf");
         std::fs::write(&conf_path, conf).expect("write conf");
