@@ -464,18 +464,9 @@ async fn notify_spools_while_the_service_is_down_and_delivers_later_in_order_onc
         .expect("client");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let events = loop {
-        let v: Value = http
-            .get(format!(
-                "{}/api/v1/events?kind=notification&limit=1000",
-                svc.url
-            ))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("request")
-            .json()
-            .await
-            .expect("json");
+        let v: Value = svc
+            .get(&http, "/api/v1/events?kind=notification&limit=1000")
+            .await;
         let n = v["events"].as_array().map(Vec::len).unwrap_or(0);
         if n >= sequence.len() || std::time::Instant::now() > deadline {
             break v;
@@ -492,15 +483,7 @@ async fn notify_spools_while_the_service_is_down_and_delivers_later_in_order_onc
     delivered.reverse(); // the log is newest first
     let expected: Vec<String> = sequence.iter().map(|(ip, a)| format!("{a} {ip}")).collect();
     assert_eq!(delivered, expected, "each delivered once, in order");
-    let host: Value = http
-        .get(format!("{}/api/v1/hosts/10.10.10.9", svc.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let host: Value = svc.get(&http, "/api/v1/hosts/10.10.10.9").await;
     assert_eq!(host["state"], "banned");
     assert_eq!(host["episodes"].as_array().map(Vec::len), Some(2));
     // A later notify finds an empty spool and delivers directly.

@@ -237,18 +237,9 @@ async fn sigkill_during_a_burst_loses_nothing_acknowledged_and_ends_with_the_sam
     let want = expected_prefixes();
     let routes = lab.wait_for_routes(|r| ours_at_bird(r) == want, Duration::from_secs(60));
     assert_eq!(ours_at_bird(&routes), want, "routes at BIRD");
-    let active: Value = http
-        .get(format!(
-            "{}/api/v1/escalations?state=active&limit=1000",
-            svc.url
-        ))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let active: Value = svc
+        .get(&http, "/api/v1/escalations?state=active&limit=1000")
+        .await;
     let active: BTreeSet<String> = active["escalations"]
         .as_array()
         .expect("escalations")
@@ -256,15 +247,7 @@ async fn sigkill_during_a_burst_loses_nothing_acknowledged_and_ends_with_the_sam
         .filter_map(|e| e["prefix"].as_str().map(str::to_string))
         .collect();
     assert_eq!(active, want, "active escalations");
-    let hosts: Value = http
-        .get(format!("{}/api/v1/hosts?state=banned&limit=1", svc.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let hosts: Value = svc.get(&http, "/api/v1/hosts?state=banned&limit=1").await;
     assert_eq!(hosts["total"], NOTIFICATIONS / 4, "banned hosts");
     drop(svc);
 }
@@ -476,18 +459,9 @@ async fn a_thousand_notify_calls_while_down_are_delivered_once_in_order() {
         .expect("client");
     let deadline = Instant::now() + Duration::from_secs(60);
     let events = loop {
-        let v: Value = http
-            .get(format!(
-                "{}/api/v1/events?kind=notification&limit=1000",
-                svc.url
-            ))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("request")
-            .json()
-            .await
-            .expect("json");
+        let v: Value = svc
+            .get(&http, "/api/v1/events?kind=notification&limit=1000")
+            .await;
         let n = v["events"].as_array().map(Vec::len).unwrap_or(0);
         if n >= CALLS || Instant::now() > deadline {
             break v;
@@ -507,28 +481,14 @@ async fn a_thousand_notify_calls_while_down_are_delivered_once_in_order() {
     assert_eq!(delivered, expected, "once each, in order");
     // Nothing more arrives later (a page past the thousand is empty).
     let oldest = events["events"][CALLS - 1]["id"].as_i64().expect("id");
-    let more: Value = http
-        .get(format!(
-            "{}/api/v1/events?kind=notification&before={oldest}",
-            svc.url
-        ))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let more = svc
+        .get(
+            &http,
+            &format!("/api/v1/events?kind=notification&before={oldest}"),
+        )
+        .await;
     assert_eq!(more["events"].as_array().map(Vec::len), Some(0), "{more}");
-    let banned: Value = http
-        .get(format!("{}/api/v1/hosts?state=banned&limit=1", svc.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let banned: Value = svc.get(&http, "/api/v1/hosts?state=banned&limit=1").await;
     assert_eq!(banned["total"], 50);
 
     // The corrupt file is quarantined with its reason, and the spool is empty.

@@ -261,6 +261,18 @@ impl Service {
         panic!("service did not start listening on {addr}");
     }
 
+    /// `GET path` with the admin token; the JSON body.
+    pub async fn get(&self, http: &reqwest::Client, path: &str) -> Value {
+        http.get(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json")
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
