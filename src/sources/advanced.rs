@@ -2,7 +2,6 @@
 //! `GET /single_host_counters/<ip>` for every banned host, a bounded number at a time, each with
 //! its own timeout, the whole cycle within one poll interval.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -336,26 +335,17 @@ impl AdvancedPoller {
                 return report;
             }
         };
-        if !list.skipped.is_empty() {
-            tracing::warn!(
-                source = ADVANCED,
-                skipped = list.skipped.len(),
-                first = %list.skipped[0],
-                "ban-list entries that are not hosts were ignored"
-            );
-        }
+        list.warn_skipped(ADVANCED);
         report.listed = list.hosts.len();
 
         if let Some(r) = &mut self.reconciler {
-            let listed: HashSet<IpAddr> = list.hosts.iter().copied().collect();
-            match r.apply(&self.store, &listed, polled_at).await {
+            let followed = r
+                .follow(&list, &self.store, &self.health, &self.checker, polled_at)
+                .await;
+            match followed {
                 Ok(rec) => {
                     report.banned = rec.banned;
                     report.unbanned = rec.unbanned;
-                    self.health.reconciled(&rec);
-                    if rec.changed() {
-                        self.checker.wake();
-                    }
                 }
                 Err(e) => {
                     let msg = format!("reconciling the ban list: {e}");

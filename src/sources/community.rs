@@ -3,8 +3,6 @@
 //! Hand-written prost messages as in `bgp::gobgp`: no .proto files or protoc at build time.
 //! Community has no per-host counters over gRPC; they come from the InfluxDB push.
 
-use std::collections::HashSet;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -253,25 +251,16 @@ impl CommunityPoller {
                 return report;
             }
         };
-        if !list.skipped.is_empty() {
-            tracing::warn!(
-                source = COMMUNITY,
-                skipped = list.skipped.len(),
-                first = %list.skipped[0],
-                "ban-list entries that are not hosts were ignored"
-            );
-        }
+        list.warn_skipped(COMMUNITY);
         report.listed = list.hosts.len();
         if let Some(r) = &mut self.reconciler {
-            let listed: HashSet<IpAddr> = list.hosts.iter().copied().collect();
-            match r.apply(&self.store, &listed, polled_at).await {
+            let followed = r
+                .follow(&list, &self.store, &self.health, &self.checker, polled_at)
+                .await;
+            match followed {
                 Ok(rec) => {
                     report.banned = rec.banned;
                     report.unbanned = rec.unbanned;
-                    self.health.reconciled(&rec);
-                    if rec.changed() {
-                        self.checker.wake();
-                    }
                 }
                 Err(e) => {
                     tracing::error!(source = COMMUNITY, error = %e, "ban-list reconciliation failed");
@@ -304,6 +293,7 @@ impl super::Poller for CommunityPoller {
 mod tests {
     use super::*;
     use prost::Message;
+    use std::net::IpAddr;
 
     #[test]
     fn decodes_the_captured_ban_list() {

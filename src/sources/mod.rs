@@ -34,6 +34,18 @@ pub struct BanList {
 }
 
 impl BanList {
+    /// Logs the entries that are not one host (once per poll, the first named).
+    pub fn warn_skipped(&self, source: &str) {
+        if let Some(first) = self.skipped.first() {
+            tracing::warn!(
+                source,
+                skipped = self.skipped.len(),
+                first = %first,
+                "ban-list entries that are not hosts were ignored"
+            );
+        }
+    }
+
     /// From FastNetMon's entries: `10.1.2.3/32`, `2001:db8::1/128` or a bare address.
     pub fn from_entries<'a>(entries: impl IntoIterator<Item = &'a str>) -> BanList {
         let mut list = BanList::default();

@@ -102,6 +102,25 @@ impl Reconciler {
     }
 
     /// Plans against the store and records the changes, each with an event saying why.
+    /// Follows one ban list read from FastNetMon: reconciles the hosts here with it, records
+    /// that in the source's health, and wakes the checker when a host's state changed.
+    pub async fn follow(
+        &mut self,
+        list: &super::BanList,
+        store: &Store,
+        health: &super::SourceHealth,
+        checker: &crate::checker::CheckerHandle,
+        polled_at: Millis,
+    ) -> Result<ReconcileReport, StoreError> {
+        let listed: HashSet<IpAddr> = list.hosts.iter().copied().collect();
+        let rec = self.apply(store, &listed, polled_at).await?;
+        health.reconciled(&rec);
+        if rec.changed() {
+            checker.wake();
+        }
+        Ok(rec)
+    }
+
     pub async fn apply(
         &mut self,
         store: &Store,
