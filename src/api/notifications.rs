@@ -16,7 +16,7 @@ use super::openapi::ErrorBody;
 use super::AppState;
 use crate::clock::{now_ms, parse_time};
 use crate::config::Role;
-use crate::fastnetmon::{notification, ParseError};
+use crate::fastnetmon::{notification, ParseError, Scope};
 use crate::store::{Incoming, Outcome};
 
 /// Idempotency key header: a redelivered notification (spool, retry) is stored once.
@@ -132,21 +132,26 @@ async fn receive(
         actor: caller.name.clone(),
         payload: String::from_utf8_lossy(&body).into_owned(),
     };
-    let recorded = state.store.record_notification(&incoming).await?;
-    crate::metrics::metrics().notification(
-        incoming.notification.action.as_str(),
-        recorded.outcome.as_str(),
-    );
-    if recorded.wake_checker && crate::decision::acts_at_once(&incoming.notification, &state.policy)
-    {
+    let action = incoming.notification.action;
+    let ip = match incoming.notification.scope {
+        Scope::Host { ip } => Some(ip),
+        Scope::Hostgroup { .. } => None,
+    };
+    let wake_now = crate::decision::acts_at_once(&incoming.notification, &state.policy);
+    let recorded = state.store.record_notification(incoming).await?;
+    crate::metrics::metrics().notification(action.as_str(), recorded.outcome.as_str());
+    if recorded.wake_checker && wake_now {
         state.checker.wake();
     }
-    tracing::info!(
-        action = incoming.notification.action.as_str(),
-        outcome = recorded.outcome.as_str(),
-        actor = %caller.name,
-        "notification recorded"
-    );
+    // A host's state change at info; repeats, stale and duplicate deliveries at debug.
+    let outcome = recorded.outcome.as_str();
+    let target = ip.map(|ip| ip.to_string());
+    let target = target.as_deref().unwrap_or("hostgroup");
+    if matches!(recorded.outcome, Outcome::Banned | Outcome::Unbanned) {
+        tracing::info!(action = action.as_str(), ip = target, outcome, actor = %caller.name, "notification recorded");
+    } else {
+        tracing::debug!(action = action.as_str(), ip = target, outcome, actor = %caller.name, "notification recorded");
+    }
     let status = if recorded.outcome == Outcome::Duplicate {
         StatusCode::OK
     } else {

@@ -275,14 +275,12 @@ pub async fn sweep(store: &Store, spool: &Spool) -> Result<usize, String> {
             actor: "spool".into(),
             payload: body,
         };
+        let action = incoming.notification.action;
         let recorded = store
-            .record_notification(&incoming)
+            .record_notification(incoming)
             .await
             .map_err(|e| e.to_string())?;
-        crate::metrics::metrics().notification(
-            incoming.notification.action.as_str(),
-            recorded.outcome.as_str(),
-        );
+        crate::metrics::metrics().notification(action.as_str(), recorded.outcome.as_str());
         spool.remove(&path).map_err(|e| e.to_string())?;
         delivered += 1;
     }

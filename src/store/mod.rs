@@ -5,8 +5,10 @@
 mod escalations;
 mod events;
 mod hosts;
+mod record;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -24,18 +26,51 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("invalid database setting `{0}`")]
     Url(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("the database writer has stopped")]
+    WriterStopped,
+    #[error("cannot start the database writer: {0}")]
+    Writer(String),
 }
 
 #[derive(Clone)]
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
+    /// Notifications go through here to be recorded in groups (see `record`).
+    recorder: record::Recorder,
+    /// Dropped with the last clone, which ends the checkpoint task.
+    _alive: Arc<tokio::sync::watch::Sender<()>>,
+}
+
+/// Copies the WAL into the database every second, on a connection of its own, so that the
+/// writer does not stop to do it (with its fsync) in the middle of ingest. PASSIVE: it never
+/// waits for the writer or the readers, and does what it can.
+async fn checkpoints(pool: SqlitePool, mut gone: tokio::sync::watch::Receiver<()>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = gone.changed() => break,
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed; the writer will checkpoint itself");
+        }
+    }
+    pool.close().await;
 }
 
 impl Store {
@@ -65,15 +100,35 @@ impl Store {
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.clone().pragma("cache_size", "-8000"))
+            .connect_with(
+                opts.clone()
+                    .pragma("cache_size", "-8000")
+                    // Checkpoints run beside the writer (`checkpoints`); the writer checkpoints
+                    // itself only if they fall this far (40 MiB of WAL) behind.
+                    .pragma("wal_autocheckpoint", "10000")
+                    .pragma("journal_size_limit", "67108864"),
+            )
             .await?;
         MIGRATOR.run(&write).await?;
+        let checkpoint = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.clone().pragma("cache_size", "-500"))
+            .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.read_only(true).pragma("cache_size", "-2000"))
             .await?;
-        Ok(Store { write, read })
+        let recorder = record::Recorder::start(write.clone())?;
+        let (alive, gone) = tokio::sync::watch::channel(());
+        tokio::spawn(checkpoints(checkpoint, gone));
+        Ok(Store {
+            write,
+            read,
+            recorder,
+            _alive: Arc::new(alive),
+        })
     }
 
     /// A cheap write that proves the database is writable (for `/readyz`).

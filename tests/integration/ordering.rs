@@ -59,7 +59,7 @@ fn final_state(events: &[Event], deliveries: &[Delivery]) -> BTreeMap<String, St
             .expect("store");
         for d in deliveries {
             store
-                .record_notification(&incoming(&events[d.event], d.instance, d.event))
+                .record_notification(incoming(&events[d.event], d.instance, d.event))
                 .await
                 .expect("record");
         }

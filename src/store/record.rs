@@ -1,0 +1,840 @@
+//! Recording notifications and samples: the write path of ingest, on a thread of its own.
+//!
+//! A notification is a transaction's worth of work: the notification itself, its host, the
+//! host's ban episode, an audit event and a traffic sample, about eight statements. Through
+//! sqlx's SQLite driver every statement is a hand-off between the caller and the connection's
+//! thread, and one transaction per notification writes every touched page to the WAL at each
+//! commit; together they capped ingest at about 1,200 notifications/s while SQLite itself was
+//! 1.4% of the profile (see BENCHMARKS.md). So this module does two things:
+//!
+//! - **Group commit.** Notifications go through a queue to one recorder thread. Those that
+//!   arrive while it is busy go together into its next transaction; nobody waits for a group to
+//!   fill, an idle recorder takes a single notification at once. Each one's outcome is what it
+//!   would have been alone: they are applied in arrival order, by the same statements. If a
+//!   group's transaction fails, its notifications are recorded one by one, so one bad
+//!   notification fails alone.
+//! - **No hand-offs.** The recorder borrows the write connection's SQLite handle from sqlx
+//!   (`lock_handle`, which parks sqlx's worker thread for the while) and runs the statements
+//!   itself through rusqlite, prepared once per group. sqlx keeps owning the connection, its
+//!   settings (WAL, `synchronous`, busy timeout, foreign keys) and every other query.
+//!
+//! Ban-list reconciliation and traffic samples take the same path, each as a transaction of its
+//! own in arrival order.
+
+use std::cell::{RefCell, RefMut};
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection, OptionalExtension, Statement, TransactionBehavior};
+use sqlx::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::hosts::{family, sql_u64};
+use super::{Incoming, NewEvent, Outcome, Reconciled, Recorded, SampleIn, StoreError};
+use crate::clock::Millis;
+use crate::fastnetmon::{Action, Scope};
+
+/// Most notifications in one transaction. At 64 concurrent clients a group is at most 64;
+/// the cap bounds one transaction's time after a stall.
+const MAX_GROUP: usize = 256;
+/// Jobs waiting for the recorder before callers themselves wait.
+const QUEUE: usize = 4096;
+/// How long the recorder keeps the write connection while work keeps coming.
+const HOLD: Duration = Duration::from_millis(50);
+
+/// A notification waiting to be recorded, and who waits for it.
+type Waiting = (Box<Incoming>, oneshot::Sender<Result<Recorded, StoreError>>);
+
+enum Job {
+    Notification {
+        incoming: Box<Incoming>,
+        reply: oneshot::Sender<Result<Recorded, StoreError>>,
+    },
+    Reconciliation {
+        items: Vec<Reconciled>,
+        reply: oneshot::Sender<Result<Vec<Recorded>, StoreError>>,
+    },
+    Samples {
+        samples: Vec<SampleIn>,
+        history_every: Millis,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// The handle through which writes reach the recorder thread.
+#[derive(Clone)]
+pub(super) struct Recorder {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Recorder {
+    /// Starts the recorder thread on `pool` (the one write connection). The thread ends when
+    /// the last `Recorder` is dropped.
+    pub fn start(pool: SqlitePool) -> Result<Recorder, StoreError> {
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        // Its own runtime: the recorder blocks in SQLite while it writes, which must not hold
+        // up a worker of the service's runtime.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Writer(e.to_string()))?;
+        std::thread::Builder::new()
+            .name("fnm-recorder".into())
+            .spawn(move || {
+                raise_priority();
+                runtime.block_on(run(pool, rx))
+            })
+            .map_err(|e| StoreError::Writer(e.to_string()))?;
+        Ok(Recorder { jobs })
+    }
+
+    async fn submit<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(job(reply))
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Records one notification; Ok once it is committed.
+    pub async fn notification(&self, incoming: Incoming) -> Result<Recorded, StoreError> {
+        self.submit(|reply| Job::Notification {
+            incoming: Box::new(incoming),
+            reply,
+        })
+        .await
+    }
+
+    /// Records ban-list reconciliation in one transaction.
+    pub async fn reconciliation(
+        &self,
+        items: Vec<Reconciled>,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        self.submit(|reply| Job::Reconciliation { items, reply })
+            .await
+    }
+
+    /// Stores samples in one transaction (see `Store::record_live_samples`).
+    pub async fn samples(
+        &self,
+        samples: Vec<SampleIn>,
+        history_every: Millis,
+    ) -> Result<(), StoreError> {
+        self.submit(|reply| Job::Samples {
+            samples,
+            history_every,
+            reply,
+        })
+        .await
+    }
+}
+
+/// The recorder is the one serial stage of ingest: under load every request waits for it, so
+/// it runs ahead of the HTTP workers when the system allows (root, or `CAP_SYS_NICE`, or a
+/// `LimitNICE` in the unit); otherwise at the same priority as the rest.
+fn raise_priority() {
+    // SAFETY: plain system calls on the calling thread; no memory is shared with them.
+    let done = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, -10)
+    };
+    if done != 0 {
+        tracing::debug!("the recorder runs at normal priority (cannot raise it)");
+    }
+}
+
+async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_GROUP);
+    while rx.recv_many(&mut jobs, MAX_GROUP).await > 0 {
+        // Keep the connection while work keeps coming: a busy recorder starts its next group as
+        // soon as it has committed one, without handing the connection back in between. After
+        // `HOLD` it lets the checker and the other writers in.
+        let since = Instant::now();
+        let held = with_db(&pool, |db| loop {
+            work(db, &mut jobs);
+            if since.elapsed() >= HOLD {
+                break;
+            }
+            while jobs.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            if jobs.is_empty() {
+                break;
+            }
+        })
+        .await;
+        if let Err(e) = held {
+            tracing::error!(error = %e, "the database is unavailable to record notifications");
+            let e = e.to_string();
+            for job in jobs.drain(..) {
+                job.fail(StoreError::Unavailable(e.clone()));
+            }
+        }
+    }
+}
+
+impl Job {
+    fn fail(self, e: StoreError) {
+        // A caller that has gone needs no answer.
+        match self {
+            Job::Notification { reply, .. } => drop(reply.send(Err(e))),
+            Job::Reconciliation { reply, .. } => drop(reply.send(Err(e))),
+            Job::Samples { reply, .. } => drop(reply.send(Err(e))),
+        }
+    }
+}
+
+/// Does `jobs`, in order: the notifications among them as groups, anything else alone.
+fn work(db: &Db<'_>, jobs: &mut Vec<Job>) {
+    let mut group = Vec::with_capacity(jobs.len());
+    for job in jobs.drain(..) {
+        match job {
+            Job::Notification { incoming, reply } => group.push((incoming, reply)),
+            Job::Reconciliation { items, reply } => {
+                record_notifications(db, &mut group);
+                let items: Vec<(&Incoming, Option<&str>)> = items
+                    .iter()
+                    .map(|r| (&r.incoming, Some(r.reason.as_str())))
+                    .collect();
+                let _ = reply.send(record_group(db, &items));
+            }
+            Job::Samples {
+                samples,
+                history_every,
+                reply,
+            } => {
+                record_notifications(db, &mut group);
+                let _ = reply.send(record_samples(db, &samples, history_every));
+            }
+        }
+    }
+    record_notifications(db, &mut group);
+}
+
+/// Records the waiting notifications as one group and answers each caller.
+fn record_notifications(db: &Db<'_>, group: &mut Vec<Waiting>) {
+    if group.is_empty() {
+        return;
+    }
+    let items: Vec<(&Incoming, Option<&str>)> = group.iter().map(|(i, _)| (&**i, None)).collect();
+    let results: Vec<Result<Recorded, StoreError>> = match record_group(db, &items) {
+        Ok(recorded) => recorded.into_iter().map(Ok).collect(),
+        Err(e) if items.len() == 1 => vec![Err(e)],
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                notifications = items.len(),
+                "recording a group of notifications failed; recording them one by one"
+            );
+            items
+                .iter()
+                .map(|item| record_group(db, std::slice::from_ref(item)).map(|mut r| r.remove(0)))
+                .collect()
+        }
+    };
+    drop(items);
+    for ((_, reply), result) in group.drain(..).zip(results) {
+        // The caller may have gone (the client hung up): the notification is stored anyway,
+        // and a redelivery with its idempotency key is a no-op.
+        let _ = reply.send(result);
+    }
+}
+
+fn record_samples(
+    db: &Db<'_>,
+    samples: &[SampleIn],
+    history_every: Millis,
+) -> Result<(), StoreError> {
+    let tx = rusqlite::Transaction::new_unchecked(db.conn, TransactionBehavior::Immediate)?;
+    for s in samples {
+        insert_sample(db, s, history_every)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Runs `f` on the write connection's SQLite handle, borrowed from sqlx.
+async fn with_db<T>(pool: &SqlitePool, f: impl FnOnce(&Db<'_>) -> T) -> Result<T, StoreError> {
+    let mut conn = pool.acquire().await?;
+    let mut handle = conn.lock_handle().await?;
+    // SAFETY: `lock_handle` parks sqlx's worker thread until `handle` is dropped, so nothing
+    // else uses the SQLite handle meanwhile. `from_handle` does not take ownership (dropping
+    // the rusqlite connection does not close the handle), and the rusqlite connection, with
+    // the statements it prepared, is dropped at the end of this block, before `handle`.
+    let conn = unsafe { Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
+    let out = f(&Db {
+        conn: &conn,
+        prepared: RefCell::new(HashMap::new()),
+    });
+    drop(conn);
+    drop(handle);
+    Ok(out)
+}
+
+/// The borrowed connection, with the statements prepared on it so far (each is prepared once
+/// per use of the connection, however many notifications it then records).
+struct Db<'c> {
+    conn: &'c Connection,
+    /// By the address of their SQL text: every statement here is a `&'static str`.
+    prepared: RefCell<HashMap<usize, Statement<'c>>>,
+}
+
+impl<'c> Db<'c> {
+    fn stmt(&self, sql: &'static str) -> Result<RefMut<'_, Statement<'c>>, StoreError> {
+        let key = sql.as_ptr() as usize;
+        let mut prepared = self
+            .prepared
+            .try_borrow_mut()
+            .map_err(|_| StoreError::Corrupt("statement used twice at once".into()))?;
+        if let Entry::Vacant(slot) = prepared.entry(key) {
+            slot.insert(self.conn.prepare(sql)?);
+        }
+        RefMut::filter_map(prepared, |p| p.get_mut(&key))
+            .map_err(|_| StoreError::Corrupt("prepared statement lost".into()))
+    }
+}
+
+/// Records `items` (a notification, and why when it comes from ban-list reconciliation) in one
+/// transaction, in order; one `Recorded` per item.
+fn record_group(
+    db: &Db<'_>,
+    items: &[(&Incoming, Option<&str>)],
+) -> Result<Vec<Recorded>, StoreError> {
+    let tx = rusqlite::Transaction::new_unchecked(db.conn, TransactionBehavior::Immediate)?;
+    let mut out = Vec::with_capacity(items.len());
+    for (incoming, reason) in items {
+        out.push(record_one(db, incoming, *reason)?);
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// One notification, inside the caller's transaction. A known idempotency key writes nothing
+/// and answers `Duplicate`.
+fn record_one(db: &Db<'_>, inc: &Incoming, reason: Option<&str>) -> Result<Recorded, StoreError> {
+    if let Some(key) = &inc.idempotency_key {
+        let seen: Option<i64> = db
+            .stmt("SELECT id FROM notifications WHERE idempotency_key = ?")?
+            .query_row([key], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = seen {
+            return Ok(Recorded {
+                id: Some(id),
+                outcome: Outcome::Duplicate,
+                wake_checker: false,
+            });
+        }
+    }
+    let n = &inc.notification;
+    let (outcome, ip) = match &n.scope {
+        Scope::Host { ip } if is_host_action(n.action) => (apply_to_host(db, inc, *ip)?, Some(*ip)),
+        Scope::Host { ip } => (Outcome::RecordedOnly, Some(*ip)),
+        Scope::Hostgroup { .. } => (Outcome::RecordedOnly, None),
+    };
+    let mut wake = matches!(outcome, Outcome::Banned | Outcome::Unbanned);
+    // Traffic at detection time is a sample like any other; attack_status does not refresh
+    // it (FastNetMon sends the detection-time figures again) and unban carries none.
+    if let (Some(ip), Some(traffic)) = (ip, n.traffic) {
+        if matches!(n.action, Action::Ban | Action::AttackDetails) && outcome != Outcome::Stale {
+            let sample = SampleIn {
+                ip,
+                at: inc.observed_at,
+                source: "notification".into(),
+                traffic,
+            };
+            insert_sample(db, &sample, 0)?;
+            wake = true;
+        }
+    }
+    let scope = match &n.scope {
+        Scope::Host { .. } => "host",
+        Scope::Hostgroup { .. } => "hostgroup",
+    };
+    let ip_s = ip.map(|i| i.to_string());
+    let id: i64 = db
+        .stmt(
+            "INSERT INTO notifications (received_at, observed_at, idempotency_key, source, actor,
+                 action, scope, ip, attack_uuid, outcome, payload)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )?
+        .query_row(
+            params![
+                inc.received_at,
+                inc.observed_at,
+                inc.idempotency_key,
+                inc.source,
+                inc.actor,
+                n.action.as_str(),
+                scope,
+                ip_s,
+                n.attack_uuid,
+                outcome.as_str(),
+                inc.payload,
+            ],
+            |r| r.get(0),
+        )?;
+    insert_event(db, &notification_event(inc, id, outcome, ip_s.clone()))?;
+    if let Some(reason) = reason {
+        if matches!(outcome, Outcome::Banned | Outcome::Unbanned) {
+            insert_event(db, &reconcile_event(inc, id, outcome, ip_s, reason))?;
+        }
+    }
+    Ok(Recorded {
+        id: Some(id),
+        outcome,
+        wake_checker: wake,
+    })
+}
+
+fn is_host_action(a: Action) -> bool {
+    matches!(
+        a,
+        Action::Ban | Action::Unban | Action::AttackStatus | Action::AttackDetails
+    )
+}
+
+/// The host's last-writer-wins register (keyed by observation time) and its ban episode.
+fn apply_to_host(db: &Db<'_>, inc: &Incoming, ip: IpAddr) -> Result<Outcome, StoreError> {
+    let n = &inc.notification;
+    let ip_s = ip.to_string();
+    let t = inc.observed_at;
+    let host: Option<(String, Millis)> = db
+        .stmt("SELECT state, state_at FROM hosts WHERE ip = ?")?
+        .query_row([&ip_s], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let banning = n.action != Action::Unban;
+    let outcome = match &host {
+        Some((state, at)) if t < *at && (state == "banned") != banning => Outcome::Stale,
+        Some((state, _)) if banning && state == "banned" => Outcome::AlreadyBanned,
+        _ if banning => Outcome::Banned,
+        Some((state, _)) if state == "banned" => Outcome::Unbanned,
+        _ => Outcome::NotBanned,
+    };
+    let now = inc.received_at;
+    match outcome {
+        Outcome::Banned => {
+            if host.is_none() {
+                db.stmt(
+                    "INSERT INTO hosts (ip, family, state, state_at, banned_at, attack_uuid,
+                         direction, source, first_seen_at, updated_at)
+                     VALUES (?, ?, 'banned', ?, ?, ?, ?, ?, ?, ?)",
+                )?
+                .execute(params![
+                    ip_s,
+                    family(ip),
+                    t,
+                    t,
+                    n.attack_uuid,
+                    n.direction,
+                    inc.source,
+                    now,
+                    now
+                ])?;
+            } else {
+                db.stmt(
+                    "UPDATE hosts SET state = 'banned', state_at = ?, banned_at = ?,
+                         attack_uuid = ?, direction = ?, source = ?, updated_at = ?
+                     WHERE ip = ?",
+                )?
+                .execute(params![
+                    t,
+                    t,
+                    n.attack_uuid,
+                    n.direction,
+                    inc.source,
+                    now,
+                    ip_s
+                ])?;
+            }
+            db.stmt(
+                "INSERT INTO ban_episodes (ip, started_at, attack_uuid, attack_type, protocol,
+                     direction, severity, source)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                ip_s,
+                t,
+                n.attack_uuid,
+                n.attack_type,
+                n.protocol,
+                n.direction,
+                n.severity,
+                inc.source
+            ])?;
+        }
+        Outcome::AlreadyBanned => {
+            // Fill in what the first notification lacked (Community's text ban has no uuid;
+            // attack_details brings the attack type), and keep the newest observation time.
+            db.stmt(
+                "UPDATE hosts SET state_at = MAX(state_at, ?), attack_uuid = COALESCE(attack_uuid, ?),
+                     direction = COALESCE(direction, ?), updated_at = ?
+                 WHERE ip = ?",
+            )?
+            .execute(params![t, n.attack_uuid, n.direction, now, ip_s])?;
+            db.stmt(
+                "UPDATE ban_episodes SET notifications = notifications + 1,
+                     attack_uuid = COALESCE(attack_uuid, ?), attack_type = COALESCE(attack_type, ?),
+                     protocol = COALESCE(protocol, ?), direction = COALESCE(direction, ?),
+                     severity = COALESCE(severity, ?)
+                 WHERE ip = ? AND ended_at IS NULL",
+            )?
+            .execute(params![
+                n.attack_uuid,
+                n.attack_type,
+                n.protocol,
+                n.direction,
+                n.severity,
+                ip_s
+            ])?;
+        }
+        Outcome::Unbanned => {
+            db.stmt(
+                "UPDATE hosts SET state = 'unbanned', state_at = ?, unbanned_at = ?, updated_at = ?
+                 WHERE ip = ?",
+            )?
+            .execute(params![t, t, now, ip_s])?;
+            db.stmt(
+                "UPDATE ban_episodes SET ended_at = ?, end_reason = ?
+                 WHERE ip = ? AND ended_at IS NULL",
+            )?
+            .execute(params![t, format!("unban ({})", inc.source), ip_s])?;
+        }
+        Outcome::NotBanned => {
+            if host.is_none() {
+                db.stmt(
+                    "INSERT INTO hosts (ip, family, state, state_at, unbanned_at, source,
+                         first_seen_at, updated_at)
+                     VALUES (?, ?, 'unbanned', ?, ?, ?, ?, ?)",
+                )?
+                .execute(params![ip_s, family(ip), t, t, inc.source, now, now])?;
+            } else {
+                db.stmt("UPDATE hosts SET state_at = MAX(state_at, ?) WHERE ip = ?")?
+                    .execute(params![t, ip_s])?;
+            }
+        }
+        Outcome::Stale | Outcome::RecordedOnly | Outcome::Duplicate => {}
+    }
+    Ok(outcome)
+}
+
+/// Upserts the host's newest sample (an older one never replaces it); adds a history row
+/// unless one of the host is younger than `history_every` ms (0: always).
+fn insert_sample(db: &Db<'_>, s: &SampleIn, history_every: Millis) -> Result<(), StoreError> {
+    let ip = s.ip.to_string();
+    let tr = s.traffic;
+    let keep = if history_every <= 0 {
+        true
+    } else {
+        let last: Option<Millis> = db
+            .stmt("SELECT MAX(at) FROM traffic_samples WHERE ip = ?")?
+            .query_row([&ip], |r| r.get(0))?;
+        last.is_none_or(|last| s.at - last >= history_every)
+    };
+    let values = params![
+        ip,
+        s.at,
+        s.source,
+        sql_u64(tr.in_bps),
+        sql_u64(tr.out_bps),
+        sql_u64(tr.in_pps),
+        sql_u64(tr.out_pps)
+    ];
+    if keep {
+        db.stmt(
+            "INSERT INTO traffic_samples (ip, at, source, in_bps, out_bps, in_pps, out_pps)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )?
+        .execute(values)?;
+    }
+    db.stmt(
+        "INSERT INTO latest_samples (ip, at, source, in_bps, out_bps, in_pps, out_pps)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (ip) DO UPDATE SET at = ?2, source = ?3, in_bps = ?4, out_bps = ?5,
+             in_pps = ?6, out_pps = ?7
+         WHERE excluded.at >= latest_samples.at",
+    )?
+    .execute(values)?;
+    Ok(())
+}
+
+fn insert_event(db: &Db<'_>, e: &NewEvent) -> Result<(), StoreError> {
+    db.stmt(
+        "INSERT INTO events (at, actor, kind, ip, prefix, message, detail)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        e.at,
+        e.actor,
+        e.kind,
+        e.ip,
+        e.prefix,
+        e.message,
+        e.detail.as_ref().map(|d| d.to_string())
+    ])?;
+    Ok(())
+}
+
+fn notification_event(inc: &Incoming, id: i64, outcome: Outcome, ip: Option<String>) -> NewEvent {
+    let n = &inc.notification;
+    let target = match &n.scope {
+        Scope::Host { ip } => ip.to_string(),
+        Scope::Hostgroup { name, .. } => format!("hostgroup {name}"),
+    };
+    let mut message = format!("{} {}", n.action.as_str(), target);
+    if let Some(d) = &n.direction {
+        message.push_str(&format!(" ({d}"));
+        if let Some(t) = &n.attack_type {
+            message.push_str(&format!(", {t}"));
+        }
+        message.push(')');
+    }
+    message.push_str(&format!(": {}", outcome.as_str()));
+    let detail = serde_json::json!({
+        "notification_id": id,
+        "source": inc.source,
+        "outcome": outcome,
+        "attack_uuid": n.attack_uuid,
+        "traffic": n.traffic,
+        "networks": match &n.scope {
+            Scope::Hostgroup { networks, .. } => Some(networks.iter().map(|n| n.to_string()).collect::<Vec<_>>()),
+            Scope::Host { .. } => None,
+        },
+        "flow_spec_rules": if n.flow_spec_rules.is_empty() { None } else { Some(&n.flow_spec_rules) },
+    });
+    NewEvent {
+        at: inc.received_at,
+        actor: inc.actor.clone(),
+        kind: "notification".into(),
+        ip,
+        prefix: None,
+        message,
+        detail: Some(detail),
+    }
+}
+
+fn reconcile_event(
+    inc: &Incoming,
+    id: i64,
+    outcome: Outcome,
+    ip: Option<String>,
+    reason: &str,
+) -> NewEvent {
+    NewEvent {
+        at: inc.received_at,
+        actor: inc.actor.clone(),
+        kind: "reconcile".into(),
+        message: format!(
+            "{} {}: {}",
+            inc.notification.action.as_str(),
+            ip.as_deref().unwrap_or("-"),
+            reason
+        ),
+        ip,
+        prefix: None,
+        detail: Some(serde_json::json!({
+            "notification_id": id,
+            "outcome": outcome,
+            "source": inc.source,
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fastnetmon::notification::parse_json;
+    use crate::store::Store;
+
+    fn note(ip: &str, action: &str, at: Millis, key: Option<&str>) -> Incoming {
+        let body = serde_json::json!({
+            "ip": ip, "action": action, "alert_scope": "host",
+            "attack_details": { "total_incoming_traffic": 1000, "total_incoming_pps": 10 }
+        })
+        .to_string();
+        Incoming {
+            notification: parse_json(body.as_bytes()).expect("parse"),
+            observed_at: at,
+            received_at: at,
+            idempotency_key: key.map(String::from),
+            source: "web_callback".into(),
+            actor: "test".into(),
+            payload: body,
+        }
+    }
+
+    async fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = Store::open(path.to_str().expect("path"))
+            .await
+            .expect("open");
+        (dir, store)
+    }
+
+    type HostDump = (String, String, i64, Option<i64>, Option<i64>);
+    type EpisodeDump = (String, i64, Option<i64>, i64, Option<String>);
+
+    /// Everything a notification writes, comparable between stores.
+    async fn dump(store: &Store) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let rows: Vec<HostDump> = sqlx::query_as(
+            "SELECT ip, state, state_at, banned_at, unbanned_at FROM hosts ORDER BY ip",
+        )
+        .fetch_all(&store.read)
+        .await
+        .expect("hosts");
+        out.extend(rows.iter().map(|r| format!("host {r:?}")));
+        let rows: Vec<EpisodeDump> = sqlx::query_as(
+            "SELECT ip, started_at, ended_at, notifications, end_reason FROM ban_episodes
+             ORDER BY id",
+        )
+        .fetch_all(&store.read)
+        .await
+        .expect("episodes");
+        out.extend(rows.iter().map(|r| format!("episode {r:?}")));
+        let rows: Vec<(i64, Option<String>, String)> =
+            sqlx::query_as("SELECT id, idempotency_key, outcome FROM notifications ORDER BY id")
+                .fetch_all(&store.read)
+                .await
+                .expect("notifications");
+        out.extend(rows.iter().map(|r| format!("notification {r:?}")));
+        let rows: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT message, detail FROM events ORDER BY id")
+                .fetch_all(&store.read)
+                .await
+                .expect("events");
+        out.extend(rows.iter().map(|r| format!("event {r:?}")));
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT ip, at FROM latest_samples ORDER BY ip")
+                .fetch_all(&store.read)
+                .await
+                .expect("samples");
+        out.extend(rows.iter().map(|r| format!("sample {r:?}")));
+        out
+    }
+
+    /// Bans, repeats, late (stale) deliveries, redeliveries and unbans of a few hosts.
+    fn history() -> Vec<Incoming> {
+        let mut v = Vec::new();
+        for round in 0..3i64 {
+            for h in 0..4 {
+                let ip = format!("10.1.0.{h}");
+                let t = 1_000_000 + round * 10_000 + h * 100;
+                v.push(note(&ip, "ban", t, Some(&format!("b{round}{h}"))));
+                v.push(note(&ip, "ban", t + 1, None));
+                v.push(note(&ip, "ban", t, Some(&format!("b{round}{h}"))));
+                v.push(note(&ip, "unban", t - 5_000, None));
+                if h % 2 == 0 {
+                    v.push(note(&ip, "unban", t + 5_000, Some(&format!("u{round}{h}"))));
+                }
+            }
+        }
+        v
+    }
+
+    #[tokio::test]
+    async fn a_group_ends_where_one_transaction_each_would() {
+        let (_d1, grouped) = open().await;
+        let (_d2, single) = open().await;
+        let notes = history();
+        let items: Vec<(&Incoming, Option<&str>)> = notes.iter().map(|n| (n, None)).collect();
+        let together = with_db(&grouped.write, |db| record_group(db, &items))
+            .await
+            .expect("lock")
+            .expect("group");
+        let mut alone = Vec::new();
+        for item in &items {
+            let one = with_db(&single.write, |db| {
+                record_group(db, std::slice::from_ref(item))
+            })
+            .await
+            .expect("lock")
+            .expect("one");
+            alone.extend(one);
+        }
+        let outcomes = |r: &[Recorded]| r.iter().map(|r| (r.id, r.outcome)).collect::<Vec<_>>();
+        assert_eq!(outcomes(&together), outcomes(&alone));
+        assert!(together.iter().any(|r| r.outcome == Outcome::Duplicate));
+        assert!(together.iter().any(|r| r.outcome == Outcome::Stale));
+        assert_eq!(dump(&grouped).await, dump(&single).await);
+    }
+
+    #[tokio::test]
+    async fn a_failing_notification_fails_alone() {
+        let (_d, store) = open().await;
+        // An inconsistency the ban of 10.9.9.9 cannot be recorded over: an open episode of a
+        // host that is not banned (the one-open-episode index refuses a second).
+        sqlx::query(
+            "INSERT INTO hosts (ip, family, state, state_at, source, first_seen_at, updated_at)
+             VALUES ('10.9.9.9', 4, 'unbanned', 1, 'test', 1, 1);
+             INSERT INTO ban_episodes (ip, started_at, source) VALUES ('10.9.9.9', 1, 'test');",
+        )
+        .execute(&store.write)
+        .await
+        .expect("seed");
+        let mut group: Vec<Waiting> = Vec::new();
+        let mut answers = Vec::new();
+        for ip in ["10.2.0.1", "10.9.9.9", "10.2.0.2"] {
+            let (reply, answer) = oneshot::channel();
+            group.push((Box::new(note(ip, "ban", 10, None)), reply));
+            answers.push(answer);
+        }
+        with_db(&store.write, |db| record_notifications(db, &mut group))
+            .await
+            .expect("lock");
+        let mut results = Vec::new();
+        for a in answers {
+            results.push(a.await.expect("answered"));
+        }
+        assert_eq!(
+            results[0].as_ref().map(|r| r.outcome).ok(),
+            Some(Outcome::Banned)
+        );
+        assert!(results[1].is_err(), "{:?}", results[1]);
+        assert_eq!(
+            results[2].as_ref().map(|r| r.outcome).ok(),
+            Some(Outcome::Banned)
+        );
+        assert_eq!(store.count_notifications().await.expect("count"), 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_redeliveries_are_stored_once() {
+        let (_d, store) = open().await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                // 20 keys, each delivered 5 times at once, among 100 other hosts' bans.
+                let k = (i / 2) % 20;
+                let n = if i % 2 == 0 {
+                    note(&format!("10.3.0.{k}"), "ban", 5, Some(&format!("k{k}")))
+                } else {
+                    note(&format!("10.4.0.{i}"), "ban", 5, None)
+                };
+                store.record_notification(n).await.expect("recorded")
+            });
+        }
+        let mut ids = std::collections::HashMap::<i64, usize>::new();
+        let mut duplicates = 0;
+        while let Some(r) = tasks.join_next().await {
+            let r = r.expect("task");
+            if r.outcome == Outcome::Duplicate {
+                duplicates += 1;
+            }
+            *ids.entry(r.id.expect("id")).or_default() += 1;
+        }
+        assert_eq!(duplicates, 80);
+        assert_eq!(store.count_notifications().await.expect("count"), 120);
+        assert_eq!(ids.len(), 120);
+    }
+}
