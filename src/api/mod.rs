@@ -89,6 +89,7 @@ pub fn router(state: AppState) -> Router {
             timeout.max(Duration::from_millis(1)),
         ))
         .layer(
+            // A span for what handlers log, at debug: the access log itself is `count_request`'s.
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
                     let path = req
@@ -96,23 +97,18 @@ pub fn router(state: AppState) -> Router {
                         .get::<MatchedPath>()
                         .map(MatchedPath::as_str)
                         .unwrap_or("(unmatched)");
-                    tracing::info_span!("http", method = %req.method(), path = %path)
+                    tracing::debug_span!("http", method = %req.method(), path = %path)
                 })
-                .on_response(
-                    |resp: &axum::response::Response, latency: Duration, _span: &tracing::Span| {
-                        tracing::info!(
-                            status = resp.status().as_u16(),
-                            latency_ms = latency.as_secs_f64() * 1000.0,
-                            "request"
-                        );
-                    },
-                ),
+                .on_response(()),
         )
         .with_state(state)
 }
 
 /// Counts every request by method, matched route and status (the route, not the raw path, so
-/// the label set stays bounded whatever clients send).
+/// the label set stays bounded whatever clients send), and logs it: server errors as warnings,
+/// client errors at info, the rest at debug (health checks, scrapes and tens of thousands of
+/// notifications a second under attack would drown everything else at info; the audit log
+/// has every notification).
 async fn count_request(req: Request, next: axum::middleware::Next) -> axum::response::Response {
     let method = req.method().as_str().to_string();
     let route = req
@@ -131,8 +127,20 @@ async fn count_request(req: Request, next: axum::middleware::Next) -> axum::resp
         })
         .inc();
     m.http_request_duration
-        .get_or_create(&crate::metrics::RouteLabels { method, route })
+        .get_or_create(&crate::metrics::RouteLabels {
+            method: method.clone(),
+            route: route.clone(),
+        })
         .observe(started.elapsed().as_secs_f64());
+    let status = resp.status();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status.is_server_error() {
+        tracing::warn!(%method, %route, status = status.as_u16(), latency_ms, "request");
+    } else if status.is_client_error() {
+        tracing::info!(%method, %route, status = status.as_u16(), latency_ms, "request");
+    } else {
+        tracing::debug!(%method, %route, status = status.as_u16(), latency_ms, "request");
+    }
     resp
 }
 
