@@ -619,6 +619,97 @@ async fn load(
     out
 }
 
+/// Builds the bytes of request number `i` (a whole HTTP/1.1 request).
+type MakeRaw = Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync>;
+
+/// As `load`, with a minimal HTTP/1.1 client (one keep-alive connection per client, Nagle
+/// off, the request written whole, the response read by its Content-Length): the ingest target
+/// compares two of the server's rates, and a general-purpose client's own cost per request
+/// (reqwest's is several times this one's) would be most of what is measured on two cores.
+async fn raw_load(
+    addr: SocketAddr,
+    clients: usize,
+    duration: Duration,
+    count: usize,
+    req: MakeRaw,
+) -> Load {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (next, req) = (next.clone(), req.clone());
+        tasks.spawn(async move {
+            let (mut ok, mut failed, mut lat) = (0usize, 0usize, Vec::new());
+            let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            conn.set_nodelay(true).expect("nodelay");
+            let mut buf = vec![0u8; 16 * 1024];
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let t = Instant::now();
+                conn.write_all(&req(i)).await.expect("write request");
+                // Read the head, then the rest of the body.
+                let mut have = 0;
+                let (status, total) = loop {
+                    let n = conn.read(&mut buf[have..]).await.expect("read response");
+                    assert!(n > 0, "the service closed the connection");
+                    have += n;
+                    if let Some(end) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = std::str::from_utf8(&buf[..end]).expect("response head");
+                        let status: u16 = head
+                            .get(9..12)
+                            .and_then(|s| s.parse().ok())
+                            .expect("status line");
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().ok())?
+                            })
+                            .expect("content-length");
+                        break (status, end + 4 + length);
+                    }
+                };
+                while have < total {
+                    let n = conn.read(&mut buf[have..]).await.expect("read body");
+                    assert!(n > 0, "the service closed the connection");
+                    have += n;
+                }
+                if (200..300).contains(&status) {
+                    ok += 1;
+                    lat.push(t.elapsed().as_micros() as u64);
+                } else {
+                    if failed == 0 {
+                        eprintln!("  request {i}: {status}");
+                    }
+                    failed += 1;
+                }
+            }
+            (ok, failed, lat)
+        });
+    }
+    let mut out = Load {
+        ok: 0,
+        failed: 0,
+        secs: 0.0,
+        lat_us: Vec::new(),
+    };
+    while let Some(r) = tasks.join_next().await {
+        let (ok, failed, lat) = r.expect("load task");
+        out.ok += ok;
+        out.failed += failed;
+        out.lat_us.extend(lat);
+    }
+    out.secs = started.elapsed().as_secs_f64();
+    out.lat_us.sort_unstable();
+    out
+}
+
 /// Sends ban notifications for `hosts` (from `clients` connections).
 async fn ban_all(http: &reqwest::Client, svc: &Service, hosts: Vec<Ipv4Addr>, hot: bool) -> Load {
     let url = format!("{}/api/v1/notifications", svc.url);
@@ -1056,37 +1147,39 @@ async fn ingest_and_footprint(
     let cold = |i: usize| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i as u32);
     let sent = Arc::new(AtomicUsize::new(0));
     if k.wants(2) {
-        let healthz = format!("{}/healthz", svc.url);
-        let warm = healthz.clone();
-        load(
-            http,
+        let addr: SocketAddr = svc
+            .url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("service address");
+        let healthz: MakeRaw = Arc::new(move |_| {
+            format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\n\r\n").into_bytes()
+        });
+        raw_load(
+            addr,
             64,
             Duration::from_secs(1),
             usize::MAX,
-            Arc::new(move |c, _| c.get(&warm)),
+            healthz.clone(),
         )
         .await;
-        let h = load(
-            http,
-            64,
-            duration,
-            usize::MAX,
-            Arc::new(move |c, _| c.get(&healthz)),
-        )
-        .await;
-        let url = format!("{}/api/v1/notifications", svc.url);
+        let h = raw_load(addr, 64, duration, usize::MAX, healthz).await;
         let counter = sent.clone();
-        let n = load(
-            http,
+        let n = raw_load(
+            addr,
             64,
             duration,
             k.hosts,
-            Arc::new(move |c, i| {
+            Arc::new(move |i| {
                 counter.fetch_max(i + 1, Ordering::Relaxed);
-                c.post(&url)
-                    .bearer_auth(NOTIFY)
-                    .header("content-type", "application/json")
-                    .body(ban(cold(i), false))
+                let body = ban(cold(i), false);
+                format!(
+                    "POST /api/v1/notifications HTTP/1.1\r\nhost: {addr}\r\n\
+                     authorization: Bearer {NOTIFY}\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes()
             }),
         )
         .await;
