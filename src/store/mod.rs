@@ -8,7 +8,6 @@ mod hosts;
 mod record;
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -48,29 +47,6 @@ pub struct Store {
     read: SqlitePool,
     /// Notifications go through here to be recorded in groups (see `record`).
     recorder: record::Recorder,
-    /// Dropped with the last clone, which ends the checkpoint task.
-    _alive: Arc<tokio::sync::watch::Sender<()>>,
-}
-
-/// Copies the WAL into the database every second, on a connection of its own, so that the
-/// writer does not stop to do it (with its fsync) in the middle of ingest. PASSIVE: it never
-/// waits for the writer or the readers, and does what it can.
-async fn checkpoints(pool: SqlitePool, mut gone: tokio::sync::watch::Receiver<()>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = gone.changed() => break,
-        }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
-            tracing::warn!(error = %e, "WAL checkpoint failed; the writer will checkpoint itself");
-        }
-    }
-    pool.close().await;
 }
 
 impl Store {
@@ -100,34 +76,19 @@ impl Store {
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(
-                opts.clone()
-                    .pragma("cache_size", "-8000")
-                    // Checkpoints run beside the writer (`checkpoints`); the writer checkpoints
-                    // itself only if they fall this far (40 MiB of WAL) behind.
-                    .pragma("wal_autocheckpoint", "10000")
-                    .pragma("journal_size_limit", "67108864"),
-            )
+            .connect_with(opts.clone().pragma("cache_size", "-8000"))
             .await?;
         MIGRATOR.run(&write).await?;
-        let checkpoint = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.clone().pragma("cache_size", "-500"))
-            .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.read_only(true).pragma("cache_size", "-2000"))
             .await?;
         let recorder = record::Recorder::start(write.clone())?;
-        let (alive, gone) = tokio::sync::watch::channel(());
-        tokio::spawn(checkpoints(checkpoint, gone));
         Ok(Store {
             write,
             read,
             recorder,
-            _alive: Arc::new(alive),
         })
     }
 
