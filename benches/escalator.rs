@@ -548,6 +548,28 @@ struct Load {
 }
 
 impl Load {
+    /// Adds up the clients' (successes, failures, latencies) once they have all finished.
+    async fn gather(
+        mut tasks: tokio::task::JoinSet<(usize, usize, Vec<u64>)>,
+        started: Instant,
+    ) -> Load {
+        let mut out = Load {
+            ok: 0,
+            failed: 0,
+            secs: 0.0,
+            lat_us: Vec::new(),
+        };
+        while let Some(r) = tasks.join_next().await {
+            let (ok, failed, lat) = r.expect("load task");
+            out.ok += ok;
+            out.failed += failed;
+            out.lat_us.extend(lat);
+        }
+        out.secs = started.elapsed().as_secs_f64();
+        out.lat_us.sort_unstable();
+        out
+    }
+
     fn rate(&self) -> f64 {
         self.ok as f64 / self.secs
     }
@@ -602,21 +624,7 @@ async fn load(
             (ok, failed, lat)
         });
     }
-    let mut out = Load {
-        ok: 0,
-        failed: 0,
-        secs: 0.0,
-        lat_us: Vec::new(),
-    };
-    while let Some(r) = tasks.join_next().await {
-        let (ok, failed, lat) = r.expect("load task");
-        out.ok += ok;
-        out.failed += failed;
-        out.lat_us.extend(lat);
-    }
-    out.secs = started.elapsed().as_secs_f64();
-    out.lat_us.sort_unstable();
-    out
+    Load::gather(tasks, started).await
 }
 
 /// Builds the bytes of request number `i` (a whole HTTP/1.1 request).
@@ -693,21 +701,7 @@ async fn raw_load(
             (ok, failed, lat)
         });
     }
-    let mut out = Load {
-        ok: 0,
-        failed: 0,
-        secs: 0.0,
-        lat_us: Vec::new(),
-    };
-    while let Some(r) = tasks.join_next().await {
-        let (ok, failed, lat) = r.expect("load task");
-        out.ok += ok;
-        out.failed += failed;
-        out.lat_us.extend(lat);
-    }
-    out.secs = started.elapsed().as_secs_f64();
-    out.lat_us.sort_unstable();
-    out
+    Load::gather(tasks, started).await
 }
 
 /// Sends ban notifications for `hosts` (from `clients` connections).

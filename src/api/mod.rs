@@ -118,22 +118,9 @@ async fn count_request(req: Request, next: axum::middleware::Next) -> axum::resp
         .unwrap_or_else(|| "(unmatched)".into());
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
-    let m = crate::metrics::metrics();
-    m.http_requests
-        .get_or_create(&crate::metrics::HttpLabels {
-            method: method.clone(),
-            route: route.clone(),
-            status: resp.status().as_u16().to_string(),
-        })
-        .inc();
-    m.http_request_duration
-        .get_or_create(&crate::metrics::RouteLabels {
-            method: method.clone(),
-            route: route.clone(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed().as_secs_f64();
     let status = resp.status();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let latency_ms = elapsed * 1000.0;
     if status.is_server_error() {
         tracing::warn!(%method, %route, status = status.as_u16(), latency_ms, "request");
     } else if status.is_client_error() {
@@ -141,6 +128,17 @@ async fn count_request(req: Request, next: axum::middleware::Next) -> axum::resp
     } else {
         tracing::debug!(%method, %route, status = status.as_u16(), latency_ms, "request");
     }
+    let m = crate::metrics::metrics();
+    m.http_requests
+        .get_or_create(&crate::metrics::HttpLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status: status.as_u16().to_string(),
+        })
+        .inc();
+    m.http_request_duration
+        .get_or_create(&crate::metrics::RouteLabels { method, route })
+        .observe(elapsed);
     resp
 }
 

@@ -144,13 +144,12 @@ async fn receive(
         state.checker.wake();
     }
     // A host's state change at info; repeats, stale and duplicate deliveries at debug.
+    // (`ip` is left out for a hostgroup; fields are only formatted when the line is logged.)
     let outcome = recorded.outcome.as_str();
-    let target = ip.map(|ip| ip.to_string());
-    let target = target.as_deref().unwrap_or("hostgroup");
     if matches!(recorded.outcome, Outcome::Banned | Outcome::Unbanned) {
-        tracing::info!(action = action.as_str(), ip = target, outcome, actor = %caller.name, "notification recorded");
+        tracing::info!(action = action.as_str(), ip = ip.map(tracing::field::display), outcome, actor = %caller.name, "notification recorded");
     } else {
-        tracing::debug!(action = action.as_str(), ip = target, outcome, actor = %caller.name, "notification recorded");
+        tracing::debug!(action = action.as_str(), ip = ip.map(tracing::field::display), outcome, actor = %caller.name, "notification recorded");
     }
     let status = if recorded.outcome == Outcome::Duplicate {
         StatusCode::OK

@@ -1,6 +1,8 @@
 //! SQLite through sqlx: the only place with SQL outside `migrations/`. Writes go through one
-//! connection (SQLite has one writer anyway, and a queue beats lock contention); reads use a
-//! small pool. WAL mode; a write that returned has been committed.
+//! connection (SQLite has one writer anyway, and a queue beats lock contention); notifications,
+//! reconciliation and samples reach it through the recorder thread (`record`), everything else
+//! through sqlx directly. Reads use a small pool. WAL mode; a write that returned has been
+//! committed.
 
 mod escalations;
 mod events;

@@ -15,7 +15,8 @@
 //!   notification fails alone.
 //! - **No hand-offs.** The recorder borrows the write connection's SQLite handle from sqlx
 //!   (`lock_handle`, which parks sqlx's worker thread for the while) and runs the statements
-//!   itself through rusqlite, prepared once per group. sqlx keeps owning the connection, its
+//!   itself through rusqlite, each statement prepared once per borrowing of the connection
+//!   (which lasts while work keeps coming, up to `HOLD`). sqlx keeps owning the connection, its
 //!   settings (WAL, `synchronous`, busy timeout, foreign keys) and every other query.
 //!
 //! Ban-list reconciliation and traffic samples take the same path, each as a transaction of its
