@@ -20,7 +20,7 @@ use crate::decision::{
     decide, Action, BannedHost, Live, OpenRefusal, Origin, Policy, Rule, Sample, Suppression, World,
 };
 use crate::metrics::metrics;
-use crate::store::{EscalationRow, NewEscalation, NewEvent, Store, StoreError};
+use crate::store::{EscalationRow, LedgerWrite, NewEscalation, NewEvent, Store, StoreError};
 
 const ACTOR: &str = "checker";
 
@@ -109,6 +109,31 @@ pub struct Checker {
     config: Arc<Config>,
     policy: Arc<Policy>,
     handle: CheckerHandle,
+}
+
+/// What a committed ledger write adds to the metrics and the cycle's report.
+enum Counted {
+    Escalated,
+    Refused(&'static str),
+    Decision(&'static str),
+    Nothing,
+}
+
+impl Counted {
+    fn apply(self, report: &mut CycleReport) {
+        match self {
+            Counted::Escalated => {
+                metrics().decision("escalate");
+                report.escalated += 1;
+            }
+            Counted::Refused(rule) => {
+                metrics().refusal(rule);
+                report.refused += 1;
+            }
+            Counted::Decision(kind) => metrics().decision(kind),
+            Counted::Nothing => {}
+        }
+    }
 }
 
 /// What one cycle did (tests and logs).
@@ -206,16 +231,41 @@ impl Checker {
     /// Gathers the world, decides, records and applies. Public for tests.
     pub async fn cycle(&self) -> Result<CycleReport, StoreError> {
         let now = now_ms();
+        let t = std::time::Instant::now();
         let world = self.gather(now).await?;
+        let gathered = t.elapsed();
         let actions = decide(&world, &self.policy, now);
+        let decided = t.elapsed();
         let large = world.banned.len() >= LARGE_WORLD;
         drop(world);
         let live = self.store.live_escalations().await?;
         let by_prefix: HashMap<String, &EscalationRow> =
             live.iter().map(|r| (r.prefix.clone(), r)).collect();
         let mut report = CycleReport::default();
+        let mut writes = Vec::with_capacity(actions.len());
+        let mut counted = Vec::with_capacity(actions.len());
         for action in actions {
-            self.record(action, &by_prefix, now, &mut report).await?;
+            if let Some((write, count)) = self.ledger_write(action, &by_prefix, now) {
+                writes.push(write);
+                counted.push(count);
+            }
+        }
+        // One commit for the whole cycle (in chunks): a carpet-bombing burst of thousands of
+        // escalations was a transaction each, about a millisecond apiece.
+        self.store.record_ledger(&writes, ACTOR, now).await?;
+        let recorded = t.elapsed();
+        if !writes.is_empty() {
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            tracing::debug!(
+                writes = writes.len(),
+                gather_ms = ms(gathered),
+                decide_ms = ms(decided - gathered),
+                record_ms = ms(recorded - decided),
+                "decisions recorded"
+            );
+        }
+        for count in counted {
+            count.apply(&mut report);
         }
         self.carry_out(&mut report).await?;
         if large {
@@ -303,14 +353,13 @@ impl Checker {
         })
     }
 
-    /// Writes one decided action to the ledger (with its event).
-    async fn record(
+    /// The ledger write for one decided action (logged here, counted once committed).
+    fn ledger_write(
         &self,
         action: Action,
         live: &HashMap<String, &EscalationRow>,
         now: Millis,
-        report: &mut CycleReport,
-    ) -> Result<(), StoreError> {
+    ) -> Option<(LedgerWrite, Counted)> {
         match action {
             Action::Escalate {
                 prefix,
@@ -321,26 +370,23 @@ impl Checker {
                     // Validation requires a next hop for every family in networks.ours, and
                     // only prefixes inside ours get here; this is a guard, not a path.
                     tracing::error!(%prefix, "no next hop for this family; not escalating");
-                    return Ok(());
+                    return None;
                 };
                 tracing::info!(%prefix, %reason, "escalating");
-                self.store
-                    .insert_escalation(&NewEscalation {
-                        route,
-                        state: "pending",
-                        origin: "auto",
-                        reason: reason.to_string(),
-                        rule: None,
-                        hosts: hosts.iter().map(|h| h.to_string()).collect(),
-                        dry_run: self.config.escalation.dry_run,
-                        expires_at: None,
-                        created_by: ACTOR.into(),
-                        at: now,
-                        detail: serde_json::to_value(&reason).unwrap_or_default(),
-                    })
-                    .await?;
-                metrics().decision("escalate");
-                report.escalated += 1;
+                let write = LedgerWrite::Insert(Box::new(NewEscalation {
+                    route,
+                    state: "pending",
+                    origin: "auto",
+                    reason: reason.to_string(),
+                    rule: None,
+                    hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                    dry_run: self.config.escalation.dry_run,
+                    expires_at: None,
+                    created_by: ACTOR.into(),
+                    at: now,
+                    detail: serde_json::to_value(&reason).unwrap_or_default(),
+                }));
+                Some((write, Counted::Escalated))
             }
             Action::Refuse {
                 prefix,
@@ -361,35 +407,37 @@ impl Checker {
                     communities: Vec::new(),
                     large_communities: Vec::new(),
                 });
-                self.store
-                    .insert_escalation(&NewEscalation {
-                        route,
-                        state: "refused",
-                        origin: "auto",
-                        reason: refusal.reason.clone(),
-                        rule: Some(refusal.rule.as_str()),
-                        hosts: hosts.iter().map(|h| h.to_string()).collect(),
-                        dry_run: self.config.escalation.dry_run,
-                        expires_at: None,
-                        created_by: ACTOR.into(),
-                        at: now,
-                        detail: json!({ "wanted_because": reason, "refusal": refusal }),
-                    })
-                    .await?;
-                metrics().refusal(refusal.rule.as_str());
-                report.refused += 1;
+                let rule = refusal.rule.as_str();
+                let write = LedgerWrite::Insert(Box::new(NewEscalation {
+                    route,
+                    state: "refused",
+                    origin: "auto",
+                    reason: refusal.reason.clone(),
+                    rule: Some(rule),
+                    hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                    dry_run: self.config.escalation.dry_run,
+                    expires_at: None,
+                    created_by: ACTOR.into(),
+                    at: now,
+                    detail: json!({ "wanted_because": reason, "refusal": refusal }),
+                }));
+                Some((write, Counted::Refused(rule)))
             }
-            Action::ClearRefusal { prefix } => {
-                self.store.clear_refusal(&prefix.to_string(), now).await?;
-            }
+            Action::ClearRefusal { prefix } => Some((
+                LedgerWrite::ClearRefusal {
+                    prefix: prefix.to_string(),
+                },
+                Counted::Nothing,
+            )),
             Action::Withdraw { prefix, reason } => {
-                if let Some(row) = live.get(&prefix.to_string()) {
-                    tracing::info!(%prefix, reason = reason.as_str(), "withdrawing");
-                    self.store
-                        .request_withdraw(row.id, &row.prefix, now, ACTOR, reason.as_str())
-                        .await?;
-                    metrics().decision("withdraw");
-                }
+                let row = live.get(&prefix.to_string())?;
+                tracing::info!(%prefix, reason = reason.as_str(), "withdrawing");
+                let write = LedgerWrite::Withdraw {
+                    id: row.id,
+                    prefix: row.prefix.clone(),
+                    reason: reason.as_str().into(),
+                };
+                Some((write, Counted::Decision("withdraw")))
             }
             Action::Track {
                 prefix,
@@ -397,23 +445,25 @@ impl Checker {
                 quiet_since,
                 hosts,
             } => {
-                if let Some(row) = live.get(&prefix.to_string()) {
-                    let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
-                    self.store
-                        .track(row.id, last_crossing_at, quiet_since, &hosts, now)
-                        .await?;
-                }
+                let row = live.get(&prefix.to_string())?;
+                let write = LedgerWrite::Track {
+                    id: row.id,
+                    last_crossing_at,
+                    quiet_since,
+                    hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                };
+                Some((write, Counted::Nothing))
             }
             Action::Adopt { prefix, reason } => {
-                if let Some(row) = live.get(&prefix.to_string()) {
-                    self.store
-                        .adopt(row.id, &row.prefix, &reason.to_string(), now)
-                        .await?;
-                    metrics().decision("adopt");
-                }
+                let row = live.get(&prefix.to_string())?;
+                let write = LedgerWrite::Adopt {
+                    id: row.id,
+                    prefix: row.prefix.clone(),
+                    reason: reason.to_string(),
+                };
+                Some((write, Counted::Decision("adopt")))
             }
         }
-        Ok(())
     }
 
     fn backoff(&self, attempts: i64) -> Duration {

@@ -2,7 +2,7 @@
 //! event, in one transaction, so the audit log never disagrees with the ledger.
 
 use serde::Serialize;
-use sqlx::FromRow;
+use sqlx::{FromRow, Sqlite, Transaction};
 
 use super::events::{insert as insert_event, NewEvent};
 use super::{from_json_list, to_json_list, Store, StoreError};
@@ -267,93 +267,7 @@ impl Store {
     /// Records a decided escalation or refusal with its event. Returns the new row.
     pub async fn insert_escalation(&self, e: &NewEscalation) -> Result<EscalationRow, StoreError> {
         let mut tx = self.write.begin().await?;
-        if e.state == "refused" {
-            // One open refusal per prefix: a new rule replaces the old one.
-            sqlx::query(
-                "UPDATE escalations SET withdrawn_at = ?, updated_at = ?
-                 WHERE prefix = ? AND state = 'refused' AND withdrawn_at IS NULL",
-            )
-            .bind(e.at)
-            .bind(e.at)
-            .bind(e.route.prefix.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
-        let row: EscalationRow = sqlx::query_as(
-            "INSERT INTO escalations (prefix, family, state, origin, reason, rule, hosts, next_hop,
-                 communities, large_communities, dry_run, created_at, updated_at, last_crossing_at,
-                 expires_at, created_by)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
-        )
-        .bind(e.route.prefix.to_string())
-        .bind(family(&e.route))
-        .bind(e.state)
-        .bind(e.origin)
-        .bind(&e.reason)
-        .bind(e.rule)
-        .bind(to_json_list(&e.hosts))
-        .bind(e.route.next_hop.to_string())
-        .bind(to_json_list(
-            &e.route
-                .communities
-                .iter()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>(),
-        ))
-        .bind(to_json_list(
-            &e.route
-                .large_communities
-                .iter()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>(),
-        ))
-        .bind(e.dry_run)
-        .bind(e.at)
-        .bind(e.at)
-        .bind(if e.state == "refused" {
-            None
-        } else {
-            Some(e.at)
-        })
-        .bind(e.expires_at)
-        .bind(&e.created_by)
-        .fetch_one(&mut *tx)
-        .await?;
-        let (kind, message) = if e.state == "refused" {
-            (
-                "refused",
-                format!(
-                    "refused to escalate {} (rule {}): {}",
-                    e.route.prefix,
-                    e.rule.unwrap_or("?"),
-                    e.reason
-                ),
-            )
-        } else {
-            (
-                "escalate",
-                format!("escalate {} ({}): {}", e.route.prefix, e.origin, e.reason),
-            )
-        };
-        insert_event(
-            &mut tx,
-            &NewEvent {
-                at: e.at,
-                actor: e.created_by.clone(),
-                kind: kind.into(),
-                ip: None,
-                prefix: Some(e.route.prefix.to_string()),
-                message,
-                detail: Some(serde_json::json!({
-                    "escalation_id": row.id,
-                    "hosts": e.hosts,
-                    "rule": e.rule,
-                    "dry_run": e.dry_run,
-                    "reason": e.detail,
-                })),
-            },
-        )
-        .await?;
+        let row = insert_escalation_in(&mut tx, e).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -485,30 +399,7 @@ impl Store {
         reason: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.write.begin().await?;
-        sqlx::query(
-            "UPDATE escalations SET withdraw_requested_at = ?, withdraw_reason = ?, updated_at = ?,
-                 next_attempt_at = NULL
-             WHERE id = ? AND withdraw_requested_at IS NULL",
-        )
-        .bind(at)
-        .bind(reason)
-        .bind(at)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        insert_event(
-            &mut tx,
-            &NewEvent {
-                at,
-                actor: actor.into(),
-                kind: "withdraw".into(),
-                ip: None,
-                prefix: Some(prefix.into()),
-                message: format!("withdraw {prefix}: {reason}"),
-                detail: Some(serde_json::json!({ "escalation_id": id })),
-            },
-        )
-        .await?;
+        request_withdraw_in(&mut tx, id, prefix, at, actor, reason).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -597,17 +488,9 @@ impl Store {
         hosts: &[String],
         at: Millis,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE escalations SET last_crossing_at = ?, quiet_since = ?, hosts = ?, updated_at = ?
-             WHERE id = ?",
-        )
-        .bind(last_crossing_at)
-        .bind(quiet_since)
-        .bind(to_json_list(hosts))
-        .bind(at)
-        .bind(id)
-        .execute(&self.write)
-        .await?;
+        let mut tx = self.write.begin().await?;
+        track_in(&mut tx, id, last_crossing_at, quiet_since, hosts, at).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -620,47 +503,16 @@ impl Store {
         at: Millis,
     ) -> Result<(), StoreError> {
         let mut tx = self.write.begin().await?;
-        sqlx::query(
-            "UPDATE escalations SET origin = 'auto', reason = ?, expires_at = NULL,
-                 last_crossing_at = ?, updated_at = ?
-             WHERE id = ?",
-        )
-        .bind(reason)
-        .bind(at)
-        .bind(at)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        insert_event(
-            &mut tx,
-            &NewEvent {
-                at,
-                actor: "checker".into(),
-                kind: "adopt".into(),
-                ip: None,
-                prefix: Some(prefix.into()),
-                message: format!(
-                    "manual escalation of {prefix} expired while still wanted; kept as auto: {reason}"
-                ),
-                detail: Some(serde_json::json!({ "escalation_id": id })),
-            },
-        )
-        .await?;
+        adopt_in(&mut tx, id, prefix, reason, at).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Closes the open refusal of a prefix.
     pub async fn clear_refusal(&self, prefix: &str, at: Millis) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE escalations SET withdrawn_at = ?, updated_at = ?
-             WHERE prefix = ? AND state = 'refused' AND withdrawn_at IS NULL",
-        )
-        .bind(at)
-        .bind(at)
-        .bind(prefix)
-        .execute(&self.write)
-        .await?;
+        let mut tx = self.write.begin().await?;
+        clear_refusal_in(&mut tx, prefix, at).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -747,5 +599,365 @@ impl Store {
         }
         tx.commit().await?;
         Ok(n > 0)
+    }
+}
+
+/// One write the checker decided. A cycle's writes are committed together (see
+/// [`Store::record_ledger`]), each with its event, as the single-write methods do.
+#[derive(Debug, Clone)]
+pub enum LedgerWrite {
+    Insert(Box<NewEscalation>),
+    ClearRefusal {
+        prefix: String,
+    },
+    Withdraw {
+        id: i64,
+        prefix: String,
+        reason: String,
+    },
+    Track {
+        id: i64,
+        last_crossing_at: Option<Millis>,
+        quiet_since: Option<Millis>,
+        hosts: Vec<String>,
+    },
+    Adopt {
+        id: i64,
+        prefix: String,
+        reason: String,
+    },
+}
+
+/// Writes per transaction in [`Store::record_ledger`]: a burst of thousands of escalations costs
+/// a few commits, and notifications wait for the write connection at most one chunk's time.
+const LEDGER_CHUNK: usize = 512;
+
+impl Store {
+    /// Records a cycle's decided writes, in order, `LEDGER_CHUNK` to a transaction. Each write is
+    /// whole (a row and its event commit together); a failure leaves earlier chunks committed,
+    /// as one transaction per write did, and the next cycle decides the rest again.
+    pub async fn record_ledger(
+        &self,
+        writes: &[LedgerWrite],
+        actor: &str,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        for chunk in writes.chunks(LEDGER_CHUNK) {
+            let mut tx = self.write.begin().await?;
+            for w in chunk {
+                match w {
+                    LedgerWrite::Insert(e) => {
+                        insert_escalation_in(&mut tx, e).await?;
+                    }
+                    LedgerWrite::ClearRefusal { prefix } => {
+                        clear_refusal_in(&mut tx, prefix, at).await?
+                    }
+                    LedgerWrite::Withdraw { id, prefix, reason } => {
+                        request_withdraw_in(&mut tx, *id, prefix, at, actor, reason).await?
+                    }
+                    LedgerWrite::Track {
+                        id,
+                        last_crossing_at,
+                        quiet_since,
+                        hosts,
+                    } => track_in(&mut tx, *id, *last_crossing_at, *quiet_since, hosts, at).await?,
+                    LedgerWrite::Adopt { id, prefix, reason } => {
+                        adopt_in(&mut tx, *id, prefix, reason, at).await?
+                    }
+                }
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+async fn insert_escalation_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    e: &NewEscalation,
+) -> Result<EscalationRow, StoreError> {
+    if e.state == "refused" {
+        // One open refusal per prefix: a new rule replaces the old one.
+        sqlx::query(
+            "UPDATE escalations SET withdrawn_at = ?, updated_at = ?
+                 WHERE prefix = ? AND state = 'refused' AND withdrawn_at IS NULL",
+        )
+        .bind(e.at)
+        .bind(e.at)
+        .bind(e.route.prefix.to_string())
+        .execute(&mut **tx)
+        .await?;
+    }
+    let row: EscalationRow = sqlx::query_as(
+        "INSERT INTO escalations (prefix, family, state, origin, reason, rule, hosts, next_hop,
+                 communities, large_communities, dry_run, created_at, updated_at, last_crossing_at,
+                 expires_at, created_by)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+    )
+    .bind(e.route.prefix.to_string())
+    .bind(family(&e.route))
+    .bind(e.state)
+    .bind(e.origin)
+    .bind(&e.reason)
+    .bind(e.rule)
+    .bind(to_json_list(&e.hosts))
+    .bind(e.route.next_hop.to_string())
+    .bind(to_json_list(
+        &e.route
+            .communities
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>(),
+    ))
+    .bind(to_json_list(
+        &e.route
+            .large_communities
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>(),
+    ))
+    .bind(e.dry_run)
+    .bind(e.at)
+    .bind(e.at)
+    .bind(if e.state == "refused" {
+        None
+    } else {
+        Some(e.at)
+    })
+    .bind(e.expires_at)
+    .bind(&e.created_by)
+    .fetch_one(&mut **tx)
+    .await?;
+    let (kind, message) = if e.state == "refused" {
+        (
+            "refused",
+            format!(
+                "refused to escalate {} (rule {}): {}",
+                e.route.prefix,
+                e.rule.unwrap_or("?"),
+                e.reason
+            ),
+        )
+    } else {
+        (
+            "escalate",
+            format!("escalate {} ({}): {}", e.route.prefix, e.origin, e.reason),
+        )
+    };
+    insert_event(
+        tx,
+        &NewEvent {
+            at: e.at,
+            actor: e.created_by.clone(),
+            kind: kind.into(),
+            ip: None,
+            prefix: Some(e.route.prefix.to_string()),
+            message,
+            detail: Some(serde_json::json!({
+                "escalation_id": row.id,
+                "hosts": e.hosts,
+                "rule": e.rule,
+                "dry_run": e.dry_run,
+                "reason": e.detail,
+            })),
+        },
+    )
+    .await?;
+    Ok(row)
+}
+
+async fn request_withdraw_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+    prefix: &str,
+    at: Millis,
+    actor: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE escalations SET withdraw_requested_at = ?, withdraw_reason = ?, updated_at = ?,
+                 next_attempt_at = NULL
+             WHERE id = ? AND withdraw_requested_at IS NULL",
+    )
+    .bind(at)
+    .bind(reason)
+    .bind(at)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    insert_event(
+        tx,
+        &NewEvent {
+            at,
+            actor: actor.into(),
+            kind: "withdraw".into(),
+            ip: None,
+            prefix: Some(prefix.into()),
+            message: format!("withdraw {prefix}: {reason}"),
+            detail: Some(serde_json::json!({ "escalation_id": id })),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn track_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+    last_crossing_at: Option<Millis>,
+    quiet_since: Option<Millis>,
+    hosts: &[String],
+    at: Millis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE escalations SET last_crossing_at = ?, quiet_since = ?, hosts = ?, updated_at = ?
+             WHERE id = ?",
+    )
+    .bind(last_crossing_at)
+    .bind(quiet_since)
+    .bind(to_json_list(hosts))
+    .bind(at)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn adopt_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+    prefix: &str,
+    reason: &str,
+    at: Millis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE escalations SET origin = 'auto', reason = ?, expires_at = NULL,
+                 last_crossing_at = ?, updated_at = ?
+             WHERE id = ?",
+    )
+    .bind(reason)
+    .bind(at)
+    .bind(at)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    insert_event(
+        tx,
+        &NewEvent {
+            at,
+            actor: "checker".into(),
+            kind: "adopt".into(),
+            ip: None,
+            prefix: Some(prefix.into()),
+            message: format!(
+                "manual escalation of {prefix} expired while still wanted; kept as auto: {reason}"
+            ),
+            detail: Some(serde_json::json!({ "escalation_id": id })),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn clear_refusal_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    prefix: &str,
+    at: Millis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE escalations SET withdrawn_at = ?, updated_at = ?
+             WHERE prefix = ? AND state = 'refused' AND withdrawn_at IS NULL",
+    )
+    .bind(at)
+    .bind(at)
+    .bind(prefix)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(prefix: &str, at: Millis) -> NewEscalation {
+        NewEscalation {
+            route: Route {
+                prefix: prefix.parse().expect("prefix"),
+                next_hop: "192.0.2.1".parse().expect("next hop"),
+                communities: vec!["65001:666".parse().expect("community")],
+                large_communities: Vec::new(),
+            },
+            state: "pending",
+            origin: "auto",
+            reason: "test".into(),
+            rule: None,
+            hosts: vec!["10.0.0.7".into()],
+            dry_run: false,
+            expires_at: None,
+            created_by: "checker".into(),
+            at,
+            detail: serde_json::Value::Null,
+        }
+    }
+
+    async fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = Store::open(path.to_str().expect("path"))
+            .await
+            .expect("open");
+        (dir, store)
+    }
+
+    /// A cycle's writes across several chunks: every row with its event, in order, and the
+    /// later writes of the same call see the earlier ones.
+    #[tokio::test]
+    async fn a_cycle_is_recorded_whole_across_chunks() {
+        let (_dir, store) = open().await;
+        let n = LEDGER_CHUNK * 2 + 7;
+        let writes: Vec<LedgerWrite> = (0..n)
+            .map(|i| {
+                let prefix = format!("10.{}.{}.0/24", i / 256, i % 256);
+                LedgerWrite::Insert(Box::new(new(&prefix, 1_000)))
+            })
+            .collect();
+        store
+            .record_ledger(&writes, "checker", 1_000)
+            .await
+            .expect("record");
+        let live = store.live_escalations().await.expect("live");
+        assert_eq!(live.len(), n);
+        assert_eq!(live[0].prefix, "10.0.0.0/24");
+        let first = &live[0];
+        let last = &live[n - 1];
+        let follow_up = vec![
+            LedgerWrite::Track {
+                id: first.id,
+                last_crossing_at: Some(2_000),
+                quiet_since: Some(2_000),
+                hosts: vec!["10.0.0.8".into()],
+            },
+            LedgerWrite::Withdraw {
+                id: last.id,
+                prefix: last.prefix.clone(),
+                reason: "released".into(),
+            },
+        ];
+        store
+            .record_ledger(&follow_up, "checker", 2_000)
+            .await
+            .expect("record");
+        let live = store.live_escalations().await.expect("live");
+        assert_eq!(live[0].quiet_since, Some(2_000));
+        assert_eq!(live[0].hosts(), vec!["10.0.0.8".to_string()]);
+        assert_eq!(live[n - 1].withdraw_requested_at, Some(2_000));
+        assert_eq!(live[n - 1].withdraw_reason.as_deref(), Some("released"));
+        let (escalate, withdraw): (i64, i64) =
+            sqlx::query_as("SELECT sum(kind = 'escalate'), sum(kind = 'withdraw') FROM events")
+                .fetch_one(&store.read)
+                .await
+                .expect("events");
+        assert_eq!((escalate, withdraw), (n as i64, 1));
     }
 }

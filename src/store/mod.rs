@@ -15,7 +15,9 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-pub use escalations::{Attributes, EscalationRow, EscalationView, NewEscalation, SuppressionRow};
+pub use escalations::{
+    Attributes, EscalationRow, EscalationView, LedgerWrite, NewEscalation, SuppressionRow,
+};
 pub use events::{EventFilter, EventRow, NewEvent};
 pub use hosts::{
     EpisodeRow, HostFilter, HostRow, Incoming, Outcome, Reconciled, Recorded, SampleIn, SampleRow,
