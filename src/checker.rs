@@ -740,8 +740,11 @@ impl Checker {
                 continue;
             };
             if !rib_by_prefix.contains_key(&prefix) {
+                let write = LedgerWrite::ClearRefusal {
+                    prefix: r.prefix.clone(),
+                };
                 self.store
-                    .clear_refusal(&r.prefix, now)
+                    .record_ledger(&[write], ACTOR, now)
                     .await
                     .map_err(err)?;
                 self.handle.wake();

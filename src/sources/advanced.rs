@@ -3,8 +3,21 @@
 //! its own timeout, the whole cycle within one poll interval.
 
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, USER_AGENT};
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
 
 use futures_util::stream::{self, StreamExt};
 use serde_json::Value;
@@ -36,10 +49,9 @@ pub struct ApiError(pub String);
 /// A client of FastNetMon Advanced's REST API (HTTP Basic auth).
 #[derive(Clone)]
 pub struct AdvancedApi {
-    http: reqwest::Client,
+    http: Client<QuickAckConnector, Empty<Bytes>>,
     base: String,
-    user: String,
-    password: String,
+    authorization: HeaderValue,
     timeout: Duration,
 }
 
@@ -51,21 +63,22 @@ impl AdvancedApi {
         timeout: Duration,
         concurrency: usize,
     ) -> Result<AdvancedApi, ApiError> {
-        let http = reqwest::Client::builder()
-            // The API listens on loopback or a management network: a proxy from the
-            // environment would only be in the way.
-            .no_proxy()
-            .connect_timeout(timeout)
-            .timeout(timeout)
+        // No proxy from the environment: the API listens on loopback or a management network.
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(timeout));
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(concurrency)
-            .user_agent(concat!("fnm-escalator/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ApiError(format!("cannot build the HTTP client: {}", error_chain(&e))))?;
+            .build(QuickAckConnector(connector));
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut authorization = HeaderValue::from_str(&format!("Basic {credentials}"))
+            .map_err(|_| ApiError("the API credentials do not fit in an HTTP header".into()))?;
+        authorization.set_sensitive(true);
         Ok(AdvancedApi {
             http,
             base: base.trim_end_matches('/').to_string(),
-            user: user.to_string(),
-            password: password.to_string(),
+            authorization,
             timeout,
         })
     }
@@ -88,18 +101,24 @@ impl AdvancedApi {
 
     async fn get(&self, path: &str, limit: usize) -> Result<Vec<u8>, ApiError> {
         let call = async {
+            let uri: Uri = format!("{}{path}", self.base)
+                .parse()
+                .map_err(|e| ApiError(format!("GET {path}: not a valid URL: {e}")))?;
+            let req = Request::get(uri)
+                .header(AUTHORIZATION, self.authorization.clone())
+                .header(USER_AGENT, USER_AGENT_VALUE)
+                .body(Empty::new())
+                .map_err(|e| ApiError(format!("GET {path}: {e}")))?;
             let resp = self
                 .http
-                .get(format!("{}{path}", self.base))
-                .basic_auth(&self.user, Some(&self.password))
-                .send()
+                .request(req)
                 .await
-                .map_err(|e| self.request_error(path, e))?;
+                .map_err(|e| ApiError(format!("GET {path}: {}", error_chain(&e))))?;
             let status = resp.status();
             let body = read_limited(resp, limit)
                 .await
                 .map_err(|e| ApiError(format!("GET {path}: {e}")))?;
-            if status == reqwest::StatusCode::UNAUTHORIZED {
+            if status == StatusCode::UNAUTHORIZED {
                 return Err(ApiError(format!(
                     "GET {path}: HTTP 401: FastNetMon refused the credentials (check \
                      fastnetmon.api_user and fastnetmon.api_password)"
@@ -115,7 +134,7 @@ impl AdvancedApi {
             }
             Ok(body)
         };
-        // reqwest's timeout covers the body too; this also bounds anything it does not.
+        // One bound for the whole call: connecting, the answer's headers and its body.
         tokio::time::timeout(self.timeout, call)
             .await
             .unwrap_or_else(|_| {
@@ -125,36 +144,114 @@ impl AdvancedApi {
                 )))
             })
     }
+}
 
-    fn request_error(&self, path: &str, e: reqwest::Error) -> ApiError {
-        let e = e.without_url();
-        if e.is_timeout() {
-            ApiError(format!(
-                "GET {path}: timed out after {}",
-                humantime::format_duration(self.timeout)
-            ))
-        } else {
-            ApiError(format!("GET {path}: {}", error_chain(&e)))
+const USER_AGENT_VALUE: &str = concat!("fnm-escalator/", env!("CARGO_PKG_VERSION"));
+
+async fn read_limited(resp: Response<Incoming>, limit: usize) -> Result<Vec<u8>, String> {
+    let too_large = || format!("answer larger than {limit} bytes");
+    let declared = resp
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(resp.into_body(), limit).collect().await {
+        Ok(body) => Ok(body.to_bytes().to_vec()),
+        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(format!("reading the answer: {}", error_chain(e.as_ref()))),
+    }
+}
+
+/// Connects as hyper-util's `HttpConnector` does, and hands out connections that ask for
+/// immediate ACKs.
+///
+/// Why: an API server that writes a response's headers and body in two `send`s (Python's
+/// `http.server` does, and so may any server without `TCP_NODELAY`) holds the body back under
+/// Nagle until the headers are acknowledged, while Linux delays that ACK by up to 40 ms on a
+/// kept-alive connection. Every request then took ~40 ms however idle both ends were, so a poll
+/// of 1,000 banned hosts was bound by `api_concurrency` x 25 requests/s (measured: 43 ms per
+/// request against `mock_fnm_api.py`, 0.09 ms with the immediate ACK). `TCP_QUICKACK` is not
+/// sticky, so it is set again before every read; elsewhere than Linux this is a no-op.
+#[derive(Clone)]
+struct QuickAckConnector(HttpConnector);
+
+impl tower::Service<Uri> for QuickAckConnector {
+    type Response = QuickAck;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<QuickAck, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move { Ok(QuickAck(connecting.await?)) })
+    }
+}
+
+/// A connection that re-arms `TCP_QUICKACK` before each read (see [`QuickAckConnector`]).
+struct QuickAck(TokioIo<TcpStream>);
+
+impl QuickAck {
+    fn arm(&self) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            // Best effort: without it the answer is only slower.
+            let _ = socket2::SockRef::from(self.0.inner()).set_tcp_quickack(true);
         }
     }
 }
 
-async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
-    if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(format!("answer larger than {limit} bytes"));
+impl hyper::rt::Read for QuickAck {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.arm();
+        Pin::new(&mut self.0).poll_read(cx, buf)
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| format!("reading the answer: {}", error_chain(&e.without_url())))?
-    {
-        if body.len() + chunk.len() > limit {
-            return Err(format!("answer larger than {limit} bytes"));
-        }
-        body.extend_from_slice(&chunk);
+}
+
+impl hyper::rt::Write for QuickAck {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
     }
-    Ok(body)
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+}
+
+impl Connection for QuickAck {
+    fn connected(&self) -> Connected {
+        self.0.connected()
+    }
 }
 
 /// FastNetMon's `{"success": false, "error_text": "..."}`.
@@ -548,6 +645,125 @@ impl super::Poller for AdvancedPoller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-connection HTTP server on loopback that answers every request with `head` and then
+    /// `body` in two writes (as Python's `http.server` does), and records the requests.
+    async fn two_write_server(
+        head: String,
+        body: Vec<u8>,
+    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return seen;
+            };
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut pending = Vec::new();
+            for _ in 0..16 {
+                let n = match sock.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                pending.extend_from_slice(&buf[..n]);
+                while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                    seen.push(String::from_utf8_lossy(&pending[..end]).to_string());
+                    pending.drain(..end + 4);
+                    if sock.write_all(head.as_bytes()).await.is_err()
+                        || sock.write_all(&body).await.is_err()
+                    {
+                        return seen;
+                    }
+                }
+            }
+            seen
+        });
+        (format!("http://{addr}"), task)
+    }
+
+    fn api(base: &str) -> AdvancedApi {
+        AdvancedApi::new(base, "admin", "s3cret", Duration::from_secs(5), 4).expect("client")
+    }
+
+    #[tokio::test]
+    async fn answers_written_in_two_parts_are_read_over_one_connection() {
+        let body = br#"{"success":true,"object":{"in_bytes":125000,"out_bytes":0,"in_packets":10,"out_packets":0}}"#;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let (base, server) = two_write_server(head, body.to_vec()).await;
+        let api = api(&base);
+        for _ in 0..3 {
+            let t = api
+                .host_counters("10.0.0.7".parse().expect("ip"))
+                .await
+                .expect("counters");
+            assert_eq!((t.in_bps, t.in_pps), (1_000_000, 10));
+        }
+        drop(api);
+        let seen = server.await.expect("server");
+        assert_eq!(seen.len(), 3, "three requests, one connection: {seen:?}");
+        let first = seen[0].to_ascii_lowercase();
+        assert!(
+            first.starts_with("get /single_host_counters/10.0.0.7 http/1.1"),
+            "{first}"
+        );
+        // admin:s3cret
+        assert!(
+            first.contains("authorization: basic ywrtaw46cznjcmv0"),
+            "{first}"
+        );
+        assert!(first.contains("user-agent: fnm-escalator/"), "{first}");
+    }
+
+    #[tokio::test]
+    async fn oversized_answers_are_refused_with_their_limit() {
+        let declared = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+            MAX_COUNTERS_BYTES + 1
+        );
+        let (base, _server) = two_write_server(declared, Vec::new()).await;
+        let e = api(&base)
+            .host_counters("10.0.0.7".parse().expect("ip"))
+            .await
+            .expect_err("too large");
+        assert!(e.0.contains("answer larger than"), "{e}");
+
+        // No length announced: the body is counted as it arrives.
+        let chunk = vec![b'x'; 256 * 1024];
+        let mut body = Vec::new();
+        for _ in 0..5 {
+            body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            body.extend_from_slice(&chunk);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"0\r\n\r\n");
+        let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_string();
+        let (base, _server) = two_write_server(head, body).await;
+        let e = api(&base)
+            .host_counters("10.0.0.7".parse().expect("ip"))
+            .await
+            .expect_err("too large");
+        assert!(e.0.contains("answer larger than"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_an_error_naming_the_call() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let e = api(&format!("http://{addr}"))
+            .ban_list()
+            .await
+            .expect_err("refused");
+        assert!(e.0.starts_with("GET /blackhole: "), "{e}");
+        assert!(e.0.to_lowercase().contains("connect"), "{e}");
+    }
 
     #[test]
     fn blackhole_list_as_fastnetmon_sends_it() {

@@ -2,10 +2,10 @@
 //! event, in one transaction, so the audit log never disagrees with the ledger.
 
 use serde::Serialize;
-use sqlx::{FromRow, Sqlite, Transaction};
+use sqlx::FromRow;
 
 use super::events::{insert as insert_event, NewEvent};
-use super::{from_json_list, to_json_list, Store, StoreError};
+use super::{from_json_list, Store, StoreError};
 use crate::bgp::{Community, LargeCommunity, Route};
 use crate::clock::{serde_time, Millis};
 
@@ -182,7 +182,7 @@ pub struct SuppressionRow {
     pub created_at: Millis,
 }
 
-fn family(route: &Route) -> i64 {
+pub(super) fn route_family(route: &Route) -> i64 {
     match route.prefix {
         ipnet::IpNet::V4(_) => 4,
         ipnet::IpNet::V6(_) => 6,
@@ -266,10 +266,22 @@ impl Store {
 
     /// Records a decided escalation or refusal with its event. Returns the new row.
     pub async fn insert_escalation(&self, e: &NewEscalation) -> Result<EscalationRow, StoreError> {
-        let mut tx = self.write.begin().await?;
-        let row = insert_escalation_in(&mut tx, e).await?;
-        tx.commit().await?;
-        Ok(row)
+        let ids = self
+            .recorder
+            .ledger(
+                vec![LedgerWrite::Insert(Box::new(e.clone()))],
+                e.created_by.clone(),
+                e.at,
+            )
+            .await?;
+        let id = ids
+            .first()
+            .copied()
+            .ok_or_else(|| StoreError::Corrupt("an inserted escalation has no id".into()))?;
+        Ok(sqlx::query_as("SELECT * FROM escalations WHERE id = ?")
+            .bind(id)
+            .fetch_one(&self.write)
+            .await?)
     }
 
     /// The speaker confirmed the announcement.
@@ -398,10 +410,12 @@ impl Store {
         actor: &str,
         reason: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
-        request_withdraw_in(&mut tx, id, prefix, at, actor, reason).await?;
-        tx.commit().await?;
-        Ok(())
+        let write = LedgerWrite::Withdraw {
+            id,
+            prefix: prefix.into(),
+            reason: reason.into(),
+        };
+        self.record_ledger(&[write], actor, at).await
     }
 
     pub async fn mark_withdrawn(
@@ -475,43 +489,6 @@ impl Store {
             )
             .await?;
         }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Hysteresis bookkeeping; no event (it changes every cycle while an attack goes on).
-    pub async fn track(
-        &self,
-        id: i64,
-        last_crossing_at: Option<Millis>,
-        quiet_since: Option<Millis>,
-        hosts: &[String],
-        at: Millis,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
-        track_in(&mut tx, id, last_crossing_at, quiet_since, hosts, at).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// A manual escalation expired while the automatic rules still want the prefix.
-    pub async fn adopt(
-        &self,
-        id: i64,
-        prefix: &str,
-        reason: &str,
-        at: Millis,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
-        adopt_in(&mut tx, id, prefix, reason, at).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Closes the open refusal of a prefix.
-    pub async fn clear_refusal(&self, prefix: &str, at: Millis) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
-        clear_refusal_in(&mut tx, prefix, at).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -642,238 +619,15 @@ impl Store {
         actor: &str,
         at: Millis,
     ) -> Result<(), StoreError> {
+        // Through the recorder, one job per chunk: notifications queued meanwhile are
+        // recorded between chunks, not after the whole burst.
         for chunk in writes.chunks(LEDGER_CHUNK) {
-            let mut tx = self.write.begin().await?;
-            for w in chunk {
-                match w {
-                    LedgerWrite::Insert(e) => {
-                        insert_escalation_in(&mut tx, e).await?;
-                    }
-                    LedgerWrite::ClearRefusal { prefix } => {
-                        clear_refusal_in(&mut tx, prefix, at).await?
-                    }
-                    LedgerWrite::Withdraw { id, prefix, reason } => {
-                        request_withdraw_in(&mut tx, *id, prefix, at, actor, reason).await?
-                    }
-                    LedgerWrite::Track {
-                        id,
-                        last_crossing_at,
-                        quiet_since,
-                        hosts,
-                    } => track_in(&mut tx, *id, *last_crossing_at, *quiet_since, hosts, at).await?,
-                    LedgerWrite::Adopt { id, prefix, reason } => {
-                        adopt_in(&mut tx, *id, prefix, reason, at).await?
-                    }
-                }
-            }
-            tx.commit().await?;
+            self.recorder
+                .ledger(chunk.to_vec(), actor.into(), at)
+                .await?;
         }
         Ok(())
     }
-}
-
-async fn insert_escalation_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    e: &NewEscalation,
-) -> Result<EscalationRow, StoreError> {
-    if e.state == "refused" {
-        // One open refusal per prefix: a new rule replaces the old one.
-        sqlx::query(
-            "UPDATE escalations SET withdrawn_at = ?, updated_at = ?
-                 WHERE prefix = ? AND state = 'refused' AND withdrawn_at IS NULL",
-        )
-        .bind(e.at)
-        .bind(e.at)
-        .bind(e.route.prefix.to_string())
-        .execute(&mut **tx)
-        .await?;
-    }
-    let row: EscalationRow = sqlx::query_as(
-        "INSERT INTO escalations (prefix, family, state, origin, reason, rule, hosts, next_hop,
-                 communities, large_communities, dry_run, created_at, updated_at, last_crossing_at,
-                 expires_at, created_by)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
-    )
-    .bind(e.route.prefix.to_string())
-    .bind(family(&e.route))
-    .bind(e.state)
-    .bind(e.origin)
-    .bind(&e.reason)
-    .bind(e.rule)
-    .bind(to_json_list(&e.hosts))
-    .bind(e.route.next_hop.to_string())
-    .bind(to_json_list(
-        &e.route
-            .communities
-            .iter()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>(),
-    ))
-    .bind(to_json_list(
-        &e.route
-            .large_communities
-            .iter()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>(),
-    ))
-    .bind(e.dry_run)
-    .bind(e.at)
-    .bind(e.at)
-    .bind(if e.state == "refused" {
-        None
-    } else {
-        Some(e.at)
-    })
-    .bind(e.expires_at)
-    .bind(&e.created_by)
-    .fetch_one(&mut **tx)
-    .await?;
-    let (kind, message) = if e.state == "refused" {
-        (
-            "refused",
-            format!(
-                "refused to escalate {} (rule {}): {}",
-                e.route.prefix,
-                e.rule.unwrap_or("?"),
-                e.reason
-            ),
-        )
-    } else {
-        (
-            "escalate",
-            format!("escalate {} ({}): {}", e.route.prefix, e.origin, e.reason),
-        )
-    };
-    insert_event(
-        tx,
-        &NewEvent {
-            at: e.at,
-            actor: e.created_by.clone(),
-            kind: kind.into(),
-            ip: None,
-            prefix: Some(e.route.prefix.to_string()),
-            message,
-            detail: Some(serde_json::json!({
-                "escalation_id": row.id,
-                "hosts": e.hosts,
-                "rule": e.rule,
-                "dry_run": e.dry_run,
-                "reason": e.detail,
-            })),
-        },
-    )
-    .await?;
-    Ok(row)
-}
-
-async fn request_withdraw_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    id: i64,
-    prefix: &str,
-    at: Millis,
-    actor: &str,
-    reason: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE escalations SET withdraw_requested_at = ?, withdraw_reason = ?, updated_at = ?,
-                 next_attempt_at = NULL
-             WHERE id = ? AND withdraw_requested_at IS NULL",
-    )
-    .bind(at)
-    .bind(reason)
-    .bind(at)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    insert_event(
-        tx,
-        &NewEvent {
-            at,
-            actor: actor.into(),
-            kind: "withdraw".into(),
-            ip: None,
-            prefix: Some(prefix.into()),
-            message: format!("withdraw {prefix}: {reason}"),
-            detail: Some(serde_json::json!({ "escalation_id": id })),
-        },
-    )
-    .await?;
-    Ok(())
-}
-
-async fn track_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    id: i64,
-    last_crossing_at: Option<Millis>,
-    quiet_since: Option<Millis>,
-    hosts: &[String],
-    at: Millis,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE escalations SET last_crossing_at = ?, quiet_since = ?, hosts = ?, updated_at = ?
-             WHERE id = ?",
-    )
-    .bind(last_crossing_at)
-    .bind(quiet_since)
-    .bind(to_json_list(hosts))
-    .bind(at)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn adopt_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    id: i64,
-    prefix: &str,
-    reason: &str,
-    at: Millis,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE escalations SET origin = 'auto', reason = ?, expires_at = NULL,
-                 last_crossing_at = ?, updated_at = ?
-             WHERE id = ?",
-    )
-    .bind(reason)
-    .bind(at)
-    .bind(at)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    insert_event(
-        tx,
-        &NewEvent {
-            at,
-            actor: "checker".into(),
-            kind: "adopt".into(),
-            ip: None,
-            prefix: Some(prefix.into()),
-            message: format!(
-                "manual escalation of {prefix} expired while still wanted; kept as auto: {reason}"
-            ),
-            detail: Some(serde_json::json!({ "escalation_id": id })),
-        },
-    )
-    .await?;
-    Ok(())
-}
-
-async fn clear_refusal_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    prefix: &str,
-    at: Millis,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE escalations SET withdrawn_at = ?, updated_at = ?
-             WHERE prefix = ? AND state = 'refused' AND withdrawn_at IS NULL",
-    )
-    .bind(at)
-    .bind(at)
-    .bind(prefix)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -959,5 +713,81 @@ mod tests {
                 .await
                 .expect("events");
         assert_eq!((escalate, withdraw), (n as i64, 1));
+    }
+
+    /// Refusals (one open per prefix), clearing one, and adopting a manual escalation, each
+    /// with the event the ledger promises.
+    #[tokio::test]
+    async fn refusals_and_adoption_keep_the_ledger_and_its_events_together() {
+        let (_dir, store) = open().await;
+        let refusal = |rule: &'static str, at: Millis| {
+            let mut e = new("10.9.0.0/24", at);
+            e.state = "refused";
+            e.rule = Some(rule);
+            LedgerWrite::Insert(Box::new(e))
+        };
+        let mut manual = new("10.8.0.0/24", 1_000);
+        manual.origin = "manual";
+        manual.expires_at = Some(5_000);
+        store
+            .record_ledger(
+                &[
+                    refusal("max_active", 1_000),
+                    refusal("protected", 2_000),
+                    LedgerWrite::Insert(Box::new(manual)),
+                ],
+                "checker",
+                2_000,
+            )
+            .await
+            .expect("record");
+        let open_refusals = store.open_refusals().await.expect("refusals");
+        assert_eq!(
+            open_refusals.len(),
+            1,
+            "a new refusal replaces the open one"
+        );
+        assert_eq!(open_refusals[0].rule.as_deref(), Some("protected"));
+        assert_eq!(open_refusals[0].last_crossing_at, None);
+        let manual = store.live_escalations().await.expect("live").remove(0);
+        store
+            .record_ledger(
+                &[
+                    LedgerWrite::ClearRefusal {
+                        prefix: "10.9.0.0/24".into(),
+                    },
+                    LedgerWrite::Adopt {
+                        id: manual.id,
+                        prefix: manual.prefix.clone(),
+                        reason: "still over thresholds".into(),
+                    },
+                ],
+                "checker",
+                6_000,
+            )
+            .await
+            .expect("record");
+        assert!(store.open_refusals().await.expect("refusals").is_empty());
+        let adopted = store.live_escalations().await.expect("live").remove(0);
+        assert_eq!(adopted.origin, "auto");
+        assert_eq!(adopted.reason, "still over thresholds");
+        assert_eq!(adopted.expires_at, None);
+        assert_eq!(adopted.last_crossing_at, Some(6_000));
+        let kinds: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT kind, prefix FROM events ORDER BY id")
+                .fetch_all(&store.read)
+                .await
+                .expect("events");
+        let kinds: Vec<&str> = kinds.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(kinds, ["refused", "refused", "escalate", "adopt"]);
+        let row = store
+            .insert_escalation(&new("10.7.0.0/24", 7_000))
+            .await
+            .expect("insert");
+        assert_eq!(
+            (row.prefix.as_str(), row.state.as_str()),
+            ("10.7.0.0/24", "pending")
+        );
+        assert_eq!(row.route().expect("route").communities.len(), 1);
     }
 }

@@ -32,8 +32,11 @@ use rusqlite::{params, Connection, OptionalExtension, Statement, TransactionBeha
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::escalations::{route_family, LedgerWrite, NewEscalation};
 use super::hosts::{family, sql_u64};
-use super::{Incoming, NewEvent, Outcome, Reconciled, Recorded, SampleIn, StoreError};
+use super::{
+    to_json_list, Incoming, NewEvent, Outcome, Reconciled, Recorded, SampleIn, StoreError,
+};
 use crate::clock::Millis;
 use crate::fastnetmon::{Action, Scope};
 
@@ -61,6 +64,12 @@ enum Job {
         samples: Vec<SampleIn>,
         history_every: Millis,
         reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Ledger {
+        writes: Vec<LedgerWrite>,
+        actor: String,
+        at: Millis,
+        reply: oneshot::Sender<Result<Vec<i64>, StoreError>>,
     },
 }
 
@@ -119,6 +128,23 @@ impl Recorder {
     ) -> Result<Vec<Recorded>, StoreError> {
         self.submit(|reply| Job::Reconciliation { items, reply })
             .await
+    }
+
+    /// Records escalation-ledger writes in one transaction, in order; returns the ids of the
+    /// rows inserted.
+    pub async fn ledger(
+        &self,
+        writes: Vec<LedgerWrite>,
+        actor: String,
+        at: Millis,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.submit(|reply| Job::Ledger {
+            writes,
+            actor,
+            at,
+            reply,
+        })
+        .await
     }
 
     /// Stores samples in one transaction (see `Store::record_live_samples`).
@@ -190,6 +216,7 @@ impl Job {
             Job::Notification { reply, .. } => drop(reply.send(Err(e))),
             Job::Reconciliation { reply, .. } => drop(reply.send(Err(e))),
             Job::Samples { reply, .. } => drop(reply.send(Err(e))),
+            Job::Ledger { reply, .. } => drop(reply.send(Err(e))),
         }
     }
 }
@@ -215,6 +242,15 @@ fn work(db: &Db<'_>, jobs: &mut Vec<Job>) {
             } => {
                 record_notifications(db, &mut group);
                 let _ = reply.send(record_samples(db, &samples, history_every));
+            }
+            Job::Ledger {
+                writes,
+                actor,
+                at,
+                reply,
+            } => {
+                record_notifications(db, &mut group);
+                let _ = reply.send(record_ledger(db, &writes, &actor, at));
             }
         }
     }
@@ -565,6 +601,176 @@ fn insert_sample(db: &Db<'_>, s: &SampleIn, history_every: Millis) -> Result<(),
     )?
     .execute(values)?;
     Ok(())
+}
+
+/// Escalation-ledger writes in one transaction, in order, each with its event as the ledger
+/// requires (see `escalations.rs`). Returns the ids of the rows inserted.
+fn record_ledger(
+    db: &Db<'_>,
+    writes: &[LedgerWrite],
+    actor: &str,
+    at: Millis,
+) -> Result<Vec<i64>, StoreError> {
+    let tx = rusqlite::Transaction::new_unchecked(db.conn, TransactionBehavior::Immediate)?;
+    let mut inserted = Vec::new();
+    for w in writes {
+        match w {
+            LedgerWrite::Insert(e) => inserted.push(insert_escalation(db, e)?),
+            LedgerWrite::ClearRefusal { prefix } => {
+                db.stmt(
+                    "UPDATE escalations SET withdrawn_at = ?1, updated_at = ?1
+                     WHERE prefix = ?2 AND state = 'refused' AND withdrawn_at IS NULL",
+                )?
+                .execute(params![at, prefix])?;
+            }
+            LedgerWrite::Withdraw { id, prefix, reason } => {
+                db.stmt(
+                    "UPDATE escalations SET withdraw_requested_at = ?1, withdraw_reason = ?2,
+                         updated_at = ?1, next_attempt_at = NULL
+                     WHERE id = ?3 AND withdraw_requested_at IS NULL",
+                )?
+                .execute(params![at, reason, id])?;
+                insert_event(
+                    db,
+                    &NewEvent {
+                        at,
+                        actor: actor.into(),
+                        kind: "withdraw".into(),
+                        ip: None,
+                        prefix: Some(prefix.clone()),
+                        message: format!("withdraw {prefix}: {reason}"),
+                        detail: Some(serde_json::json!({ "escalation_id": id })),
+                    },
+                )?;
+            }
+            LedgerWrite::Track {
+                id,
+                last_crossing_at,
+                quiet_since,
+                hosts,
+            } => {
+                db.stmt(
+                    "UPDATE escalations SET last_crossing_at = ?, quiet_since = ?, hosts = ?,
+                         updated_at = ?
+                     WHERE id = ?",
+                )?
+                .execute(params![
+                    last_crossing_at,
+                    quiet_since,
+                    to_json_list(hosts),
+                    at,
+                    id
+                ])?;
+            }
+            LedgerWrite::Adopt { id, prefix, reason } => {
+                db.stmt(
+                    "UPDATE escalations SET origin = 'auto', reason = ?1, expires_at = NULL,
+                         last_crossing_at = ?2, updated_at = ?2
+                     WHERE id = ?3",
+                )?
+                .execute(params![reason, at, id])?;
+                insert_event(
+                    db,
+                    &NewEvent {
+                        at,
+                        actor: actor.into(),
+                        kind: "adopt".into(),
+                        ip: None,
+                        prefix: Some(prefix.clone()),
+                        message: format!(
+                            "manual escalation of {prefix} expired while still wanted; kept as auto: {reason}"
+                        ),
+                        detail: Some(serde_json::json!({ "escalation_id": id })),
+                    },
+                )?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(inserted)
+}
+
+/// A decided escalation or refusal, with its event. A refusal replaces the prefix's open one.
+fn insert_escalation(db: &Db<'_>, e: &NewEscalation) -> Result<i64, StoreError> {
+    let prefix = e.route.prefix.to_string();
+    let refused = e.state == "refused";
+    if refused {
+        db.stmt(
+            "UPDATE escalations SET withdrawn_at = ?1, updated_at = ?1
+             WHERE prefix = ?2 AND state = 'refused' AND withdrawn_at IS NULL",
+        )?
+        .execute(params![e.at, prefix])?;
+    }
+    let communities: Vec<String> = e.route.communities.iter().map(|c| c.to_string()).collect();
+    let large: Vec<String> = e
+        .route
+        .large_communities
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    let id: i64 = db
+        .stmt(
+            "INSERT INTO escalations (prefix, family, state, origin, reason, rule, hosts, next_hop,
+                 communities, large_communities, dry_run, created_at, updated_at, last_crossing_at,
+                 expires_at, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15)
+             RETURNING id",
+        )?
+        .query_row(
+            params![
+                prefix,
+                route_family(&e.route),
+                e.state,
+                e.origin,
+                e.reason,
+                e.rule,
+                to_json_list(&e.hosts),
+                e.route.next_hop.to_string(),
+                to_json_list(&communities),
+                to_json_list(&large),
+                e.dry_run,
+                e.at,
+                (!refused).then_some(e.at),
+                e.expires_at,
+                e.created_by,
+            ],
+            |r| r.get(0),
+        )?;
+    let (kind, message) = if refused {
+        (
+            "refused",
+            format!(
+                "refused to escalate {} (rule {}): {}",
+                e.route.prefix,
+                e.rule.unwrap_or("?"),
+                e.reason
+            ),
+        )
+    } else {
+        (
+            "escalate",
+            format!("escalate {} ({}): {}", e.route.prefix, e.origin, e.reason),
+        )
+    };
+    insert_event(
+        db,
+        &NewEvent {
+            at: e.at,
+            actor: e.created_by.clone(),
+            kind: kind.into(),
+            ip: None,
+            prefix: Some(prefix),
+            message,
+            detail: Some(serde_json::json!({
+                "escalation_id": id,
+                "hosts": e.hosts,
+                "rule": e.rule,
+                "dry_run": e.dry_run,
+                "reason": e.detail,
+            })),
+        },
+    )?;
+    Ok(id)
 }
 
 fn insert_event(db: &Db<'_>, e: &NewEvent) -> Result<(), StoreError> {
