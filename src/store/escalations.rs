@@ -305,37 +305,15 @@ impl Store {
         actor: &str,
         note: &str,
     ) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.write.begin().await?;
-        for (id, prefix) in rows {
-            sqlx::query(
-                "UPDATE escalations SET state = 'active', announced_at = COALESCE(announced_at, ?),
-                     updated_at = ?, attempts = attempts + 1, next_attempt_at = NULL, last_error = NULL
-                 WHERE id = ?",
-            )
-            .bind(at)
-            .bind(at)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            insert_event(
-                &mut tx,
-                &NewEvent {
-                    at,
-                    actor: actor.into(),
-                    kind: "announced".into(),
-                    ip: None,
-                    prefix: Some(prefix.clone()),
-                    message: format!("announced {prefix}{note}"),
-                    detail: Some(serde_json::json!({ "escalation_id": id })),
-                },
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let writes: Vec<LedgerWrite> = rows
+            .iter()
+            .map(|(id, prefix)| LedgerWrite::Announced {
+                id: *id,
+                prefix: prefix.clone(),
+                note: note.into(),
+            })
+            .collect();
+        self.record_ledger(&writes, actor, at).await
     }
 
     /// An announce failed: state `failed`, retried at `next_attempt_at`.
@@ -360,45 +338,18 @@ impl Store {
         rows: &[(i64, String, String, Millis)],
         at: Millis,
     ) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.write.begin().await?;
-        for (id, prefix, error, next_attempt_at) in rows {
-            let attempts: i64 = sqlx::query_scalar(
-                "UPDATE escalations SET state = 'failed', updated_at = ?, attempts = attempts + 1,
-                     next_attempt_at = ?, last_error = ?
-                 WHERE id = ? RETURNING attempts",
+        let writes: Vec<LedgerWrite> = rows
+            .iter()
+            .map(
+                |(id, prefix, error, next_attempt_at)| LedgerWrite::AnnounceFailed {
+                    id: *id,
+                    prefix: prefix.clone(),
+                    error: error.clone(),
+                    next_attempt_at: *next_attempt_at,
+                },
             )
-            .bind(at)
-            .bind(next_attempt_at)
-            .bind(error)
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-            // The first failure and then every tenth: a long outage must not flood the log.
-            if attempts == 1 || attempts % 10 == 0 {
-                insert_event(
-                    &mut tx,
-                    &NewEvent {
-                        at,
-                        actor: "checker".into(),
-                        kind: "announce_failed".into(),
-                        ip: None,
-                        prefix: Some(prefix.clone()),
-                        message: format!(
-                            "announce of {prefix} failed (attempt {attempts}): {error}"
-                        ),
-                        detail: Some(
-                            serde_json::json!({ "escalation_id": id, "attempts": attempts }),
-                        ),
-                    },
-                )
-                .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(())
+            .collect();
+        self.record_ledger(&writes, "checker", at).await
     }
 
     /// A withdrawal was decided; the checker carries it out (and retries it).
@@ -426,32 +377,12 @@ impl Store {
         actor: &str,
         note: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
-        sqlx::query(
-            "UPDATE escalations SET state = 'withdrawn', withdrawn_at = ?, updated_at = ?,
-                 next_attempt_at = NULL, last_error = NULL
-             WHERE id = ?",
-        )
-        .bind(at)
-        .bind(at)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        insert_event(
-            &mut tx,
-            &NewEvent {
-                at,
-                actor: actor.into(),
-                kind: "withdrawn".into(),
-                ip: None,
-                prefix: Some(prefix.into()),
-                message: format!("withdrew {prefix}{note}"),
-                detail: Some(serde_json::json!({ "escalation_id": id })),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        let write = LedgerWrite::Withdrawn {
+            id,
+            prefix: prefix.into(),
+            note: note.into(),
+        };
+        self.record_ledger(&[write], actor, at).await
     }
 
     pub async fn mark_withdraw_failed(
@@ -462,35 +393,13 @@ impl Store {
         error: &str,
         next_attempt_at: Millis,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
-        let attempts: i64 = sqlx::query_scalar(
-            "UPDATE escalations SET updated_at = ?, attempts = attempts + 1, next_attempt_at = ?,
-                 last_error = ?
-             WHERE id = ? RETURNING attempts",
-        )
-        .bind(at)
-        .bind(next_attempt_at)
-        .bind(error)
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if attempts == 1 || attempts % 10 == 0 {
-            insert_event(
-                &mut tx,
-                &NewEvent {
-                    at,
-                    actor: "checker".into(),
-                    kind: "withdraw_failed".into(),
-                    ip: None,
-                    prefix: Some(prefix.into()),
-                    message: format!("withdrawal of {prefix} failed: {error}"),
-                    detail: Some(serde_json::json!({ "escalation_id": id, "attempts": attempts })),
-                },
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let write = LedgerWrite::WithdrawFailed {
+            id,
+            prefix: prefix.into(),
+            error: error.into(),
+            next_attempt_at,
+        };
+        self.record_ledger(&[write], "checker", at).await
     }
 
     pub async fn active_suppressions(
@@ -579,7 +488,7 @@ impl Store {
     }
 }
 
-/// One write the checker decided. A cycle's writes are committed together (see
+/// One write to the escalation ledger. A cycle's writes are committed together (see
 /// [`Store::record_ledger`]), each with its event, as the single-write methods do.
 #[derive(Debug, Clone)]
 pub enum LedgerWrite {
@@ -602,6 +511,32 @@ pub enum LedgerWrite {
         id: i64,
         prefix: String,
         reason: String,
+    },
+    /// The speaker confirmed the announcement (`note` ends the event's message).
+    Announced {
+        id: i64,
+        prefix: String,
+        note: String,
+    },
+    /// The announcement failed; retried at `next_attempt_at`.
+    AnnounceFailed {
+        id: i64,
+        prefix: String,
+        error: String,
+        next_attempt_at: Millis,
+    },
+    /// The route is gone from the speaker (`note` ends the event's message).
+    Withdrawn {
+        id: i64,
+        prefix: String,
+        note: String,
+    },
+    /// The withdrawal failed; retried at `next_attempt_at`.
+    WithdrawFailed {
+        id: i64,
+        prefix: String,
+        error: String,
+        next_attempt_at: Millis,
     },
 }
 

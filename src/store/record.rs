@@ -684,6 +684,110 @@ fn record_ledger(
                     },
                 )?;
             }
+            LedgerWrite::Announced { id, prefix, note } => {
+                db.stmt(
+                    "UPDATE escalations SET state = 'active',
+                         announced_at = COALESCE(announced_at, ?1), updated_at = ?1,
+                         attempts = attempts + 1, next_attempt_at = NULL, last_error = NULL
+                     WHERE id = ?2",
+                )?
+                .execute(params![at, id])?;
+                insert_event(
+                    db,
+                    &NewEvent {
+                        at,
+                        actor: actor.into(),
+                        kind: "announced".into(),
+                        ip: None,
+                        prefix: Some(prefix.clone()),
+                        message: format!("announced {prefix}{note}"),
+                        detail: Some(serde_json::json!({ "escalation_id": id })),
+                    },
+                )?;
+            }
+            LedgerWrite::AnnounceFailed {
+                id,
+                prefix,
+                error,
+                next_attempt_at,
+            } => {
+                let attempts: i64 = db
+                    .stmt(
+                        "UPDATE escalations SET state = 'failed', updated_at = ?1,
+                             attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3
+                         WHERE id = ?4 RETURNING attempts",
+                    )?
+                    .query_row(params![at, next_attempt_at, error, id], |r| r.get(0))?;
+                // The first failure and then every tenth: a long outage must not flood the log.
+                if attempts == 1 || attempts % 10 == 0 {
+                    insert_event(
+                        db,
+                        &NewEvent {
+                            at,
+                            actor: actor.into(),
+                            kind: "announce_failed".into(),
+                            ip: None,
+                            prefix: Some(prefix.clone()),
+                            message: format!(
+                                "announce of {prefix} failed (attempt {attempts}): {error}"
+                            ),
+                            detail: Some(
+                                serde_json::json!({ "escalation_id": id, "attempts": attempts }),
+                            ),
+                        },
+                    )?;
+                }
+            }
+            LedgerWrite::Withdrawn { id, prefix, note } => {
+                db.stmt(
+                    "UPDATE escalations SET state = 'withdrawn', withdrawn_at = ?1, updated_at = ?1,
+                         next_attempt_at = NULL, last_error = NULL
+                     WHERE id = ?2",
+                )?
+                .execute(params![at, id])?;
+                insert_event(
+                    db,
+                    &NewEvent {
+                        at,
+                        actor: actor.into(),
+                        kind: "withdrawn".into(),
+                        ip: None,
+                        prefix: Some(prefix.clone()),
+                        message: format!("withdrew {prefix}{note}"),
+                        detail: Some(serde_json::json!({ "escalation_id": id })),
+                    },
+                )?;
+            }
+            LedgerWrite::WithdrawFailed {
+                id,
+                prefix,
+                error,
+                next_attempt_at,
+            } => {
+                let attempts: i64 = db
+                    .stmt(
+                        "UPDATE escalations SET updated_at = ?1, attempts = attempts + 1,
+                             next_attempt_at = ?2, last_error = ?3
+                         WHERE id = ?4 RETURNING attempts",
+                    )?
+                    .query_row(params![at, next_attempt_at, error, id], |r| r.get(0))?;
+                if attempts == 1 || attempts % 10 == 0 {
+                    insert_event(
+                        db,
+                        &NewEvent {
+                            at,
+                            actor: actor.into(),
+                            kind: "withdraw_failed".into(),
+                            ip: None,
+                            prefix: Some(prefix.clone()),
+                            message: format!("withdrawal of {prefix} failed: {error}"),
+                            detail: Some(
+                                serde_json::json!({ "escalation_id": id, "attempts": attempts }),
+                            ),
+                        },
+                    )?;
+                }
+            }
         }
     }
     tx.commit()?;
