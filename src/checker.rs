@@ -4,7 +4,6 @@
 //! speaker's RIB runs at start-up and every `reconcile_interval`.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -275,29 +274,21 @@ impl Checker {
     }
 
     async fn gather(&self, now: Millis) -> Result<World, StoreError> {
-        let banned = self
-            .store
-            .banned_since()
-            .await?
-            .into_iter()
-            .map(|(ip, banned_at)| BannedHost { ip, banned_at })
-            .collect::<Vec<_>>();
-        let samples = self
-            .store
-            .banned_samples()
-            .await?
-            .into_iter()
-            .filter_map(|s| {
-                let ip: IpAddr = s.ip.parse().ok()?;
-                Some((
-                    ip,
-                    Sample {
-                        at: s.at,
-                        traffic: s.traffic(),
-                    },
-                ))
+        let now_banned = self.store.banned_now().await?;
+        let samples = now_banned
+            .iter()
+            .filter_map(|b| {
+                let (at, traffic) = b.sample?;
+                Some((b.ip, Sample { at, traffic }))
             })
             .collect();
+        let banned = now_banned
+            .into_iter()
+            .map(|b| BannedHost {
+                ip: b.ip,
+                banned_at: b.since,
+            })
+            .collect::<Vec<_>>();
         let live = self
             .store
             .live_escalations()

@@ -296,33 +296,6 @@ impl Store {
             .await?)
     }
 
-    /// Each banned host and since when, oldest ban first: the two columns the checker and the
-    /// pollers need, read every cycle for every banned host (100,000 under carpet bombing), so
-    /// nothing else is decoded.
-    pub async fn banned_since(&self) -> Result<Vec<(IpAddr, Millis)>, StoreError> {
-        let rows: Vec<(String, Millis)> = sqlx::query_as(
-            "SELECT ip, COALESCE(banned_at, state_at) AS since FROM hosts WHERE state = 'banned'",
-        )
-        .fetch_all(&self.read)
-        .await?;
-        let mut out: Vec<(IpAddr, Millis)> = rows
-            .into_iter()
-            .filter_map(|(ip, since)| Some((ip.parse().ok()?, since)))
-            .collect();
-        out.sort_unstable_by_key(|&(ip, since)| (since, ip));
-        Ok(out)
-    }
-
-    /// The newest sample of every banned host (the others are of no use to the checker).
-    pub async fn banned_samples(&self) -> Result<Vec<SampleRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT s.ip, s.at, s.source, s.in_bps, s.out_bps, s.in_pps, s.out_pps
-             FROM latest_samples s JOIN hosts h ON h.ip = s.ip WHERE h.state = 'banned'",
-        )
-        .fetch_all(&self.read)
-        .await?)
-    }
-
     /// Banned hosts, whole rows.
     pub async fn banned_hosts(&self) -> Result<Vec<HostRow>, StoreError> {
         Ok(

@@ -7,6 +7,7 @@
 mod escalations;
 mod events;
 mod hosts;
+mod read;
 mod record;
 
 use std::str::FromStr;
@@ -22,6 +23,7 @@ pub use events::{EventFilter, EventRow, NewEvent};
 pub use hosts::{
     EpisodeRow, HostFilter, HostRow, Incoming, Outcome, Reconciled, Recorded, SampleIn, SampleRow,
 };
+pub use read::BannedNow;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
