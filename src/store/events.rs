@@ -85,25 +85,118 @@ impl Store {
         Ok(())
     }
 
-    /// Newest first.
+    /// Newest first. The WHERE clause names only the filters given, so SQLite can use the index
+    /// of the address or the prefix (a catch-all `?1 IS NULL OR ip = ?1` scanned the whole log).
     pub async fn events(&self, f: &EventFilter) -> Result<Vec<EventRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT * FROM events
-             WHERE (?1 IS NULL OR ip = ?1) AND (?2 IS NULL OR prefix = ?2)
-               AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR actor = ?4)
-               AND (?5 IS NULL OR at >= ?5) AND (?6 IS NULL OR at < ?6)
-               AND (?7 IS NULL OR id < ?7)
-             ORDER BY id DESC LIMIT ?8",
-        )
-        .bind(&f.ip)
-        .bind(&f.prefix)
-        .bind(&f.kind)
-        .bind(&f.actor)
-        .bind(f.since)
-        .bind(f.until)
-        .bind(f.before_id)
-        .bind(f.limit)
-        .fetch_all(&self.read)
-        .await?)
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM events WHERE 1");
+        if let Some(ip) = &f.ip {
+            q.push(" AND ip = ").push_bind(ip);
+        }
+        if let Some(prefix) = &f.prefix {
+            q.push(" AND prefix = ").push_bind(prefix);
+        }
+        if let Some(kind) = &f.kind {
+            q.push(" AND kind = ").push_bind(kind);
+        }
+        if let Some(actor) = &f.actor {
+            q.push(" AND actor = ").push_bind(actor);
+        }
+        if let Some(since) = f.since {
+            q.push(" AND at >= ").push_bind(since);
+        }
+        if let Some(until) = f.until {
+            q.push(" AND at < ").push_bind(until);
+        }
+        if let Some(before) = f.before_id {
+            q.push(" AND id < ").push_bind(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit);
+        Ok(q.build_query_as().fetch_all(&self.read).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_filter_narrows_and_pages_newest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path().join("t.db").to_str().expect("path"))
+            .await
+            .expect("open");
+        let ev = |at: Millis, actor: &str, kind: &str, ip: Option<&str>, prefix: Option<&str>| {
+            NewEvent {
+                at,
+                actor: actor.into(),
+                kind: kind.into(),
+                ip: ip.map(String::from),
+                prefix: prefix.map(String::from),
+                message: format!("{kind} at {at}"),
+                detail: None,
+            }
+        };
+        for e in [
+            ev(1, "fastnetmon", "notification", Some("10.0.0.1"), None),
+            ev(2, "checker", "escalate", None, Some("10.0.0.0/24")),
+            ev(3, "fastnetmon", "notification", Some("10.0.0.1"), None),
+            ev(4, "noc", "withdraw", None, Some("10.0.0.0/24")),
+            ev(5, "fastnetmon", "notification", Some("10.0.0.2"), None),
+        ] {
+            store.record_event(&e).await.expect("event");
+        }
+        let all = EventFilter {
+            limit: 100,
+            ..Default::default()
+        };
+        let ats = |rows: Vec<EventRow>| rows.iter().map(|r| r.at).collect::<Vec<_>>();
+        let get = |f: EventFilter| {
+            let store = store.clone();
+            async move { ats(store.events(&f).await.expect("events")) }
+        };
+        assert_eq!(get(all.clone()).await, [5, 4, 3, 2, 1]);
+        let by_ip = EventFilter {
+            ip: Some("10.0.0.1".into()),
+            ..all.clone()
+        };
+        assert_eq!(get(by_ip.clone()).await, [3, 1]);
+        let by_prefix = EventFilter {
+            prefix: Some("10.0.0.0/24".into()),
+            ..all.clone()
+        };
+        assert_eq!(get(by_prefix.clone()).await, [4, 2]);
+        let by_actor_kind = EventFilter {
+            prefix: Some("10.0.0.0/24".into()),
+            actor: Some("noc".into()),
+            kind: Some("withdraw".into()),
+            ..all.clone()
+        };
+        assert_eq!(get(by_actor_kind).await, [4]);
+        let window = EventFilter {
+            since: Some(2),
+            until: Some(5),
+            ..all.clone()
+        };
+        assert_eq!(get(window).await, [4, 3, 2]);
+        // Keyset pagination: two at a time.
+        let first = store
+            .events(&EventFilter {
+                limit: 2,
+                ..all.clone()
+            })
+            .await
+            .expect("page");
+        assert_eq!(ats(first.clone()), [5, 4]);
+        let next = EventFilter {
+            limit: 2,
+            before_id: first.last().map(|r| r.id),
+            ..all.clone()
+        };
+        assert_eq!(get(next).await, [3, 2]);
+        let nothing = EventFilter {
+            ip: Some("10.0.0.9".into()),
+            ..all
+        };
+        assert!(get(nothing).await.is_empty());
     }
 }
