@@ -8,19 +8,29 @@ use fnm_escalator::cli::{check_config, notify, Cli, Command};
 use fnm_escalator::config::Config;
 use serde_json::{json, Value};
 
-fn init_logging(json: bool) {
+/// Logs go to stderr (journald under systemd) from a thread of their own: a request that logs
+/// only queues its line, so a slow or stalled log reader no longer holds up the handlers, and
+/// a burst of bans costs a write per batch of lines, not per line. Nothing is dropped: with
+/// 128k lines queued, callers wait as they did before. The guard flushes the queue when
+/// `serve` returns.
+fn init_logging(json: bool) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("fnm-log")
+        .finish(std::io::stderr());
     // Colours only for a terminal: journald and log files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if json {
         builder.json().init();
     } else {
         builder.init();
     }
+    guard
 }
 
 fn runtime(multi: bool) -> Result<tokio::runtime::Runtime, String> {
@@ -76,7 +86,7 @@ fn limit_malloc_arenas() {}
 
 fn serve(config: Option<std::path::PathBuf>, log_json: bool) -> Result<(), String> {
     limit_malloc_arenas();
-    init_logging(log_json);
+    let _flush_logs = init_logging(log_json);
     let config = Config::load(config.as_deref()).map_err(|e| e.to_string())?;
     let rt = runtime(true)?;
     rt.block_on(async {
