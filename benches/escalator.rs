@@ -899,6 +899,15 @@ async fn convergence(
         if got < n {
             println!("  service log tail:\n{}", svc.log_tail());
         }
+        // Where the time went, from the service's own audit log: the first ban it recorded
+        // (the poll that found the hosts) to its last confirmed announcement. The rest of the
+        // measured time is the wait for that poll (the clock starts just after one).
+        let found = svc
+            .sql_i64("SELECT coalesce(min(at), 0) FROM events WHERE kind = 'reconcile'")
+            .await;
+        let announced = svc
+            .sql_i64("SELECT coalesce(max(at), 0) FROM events WHERE kind = 'announced'")
+            .await;
         drop(svc);
         let converged = got >= n;
         let label = format!("N={n}: service, hosts in API -> all /24s in gobgpd");
@@ -941,6 +950,15 @@ async fn convergence(
                     Some(converged && base.is_some_and(|r| r <= 10.0)),
                 );
             }
+        }
+        if got >= n && announced >= found && found > 0 {
+            report.add(
+                "1",
+                format!("N={n}: service, poll that found the hosts -> last announced"),
+                secs(Duration::from_millis((announced - found) as u64)),
+                "-",
+                None,
+            );
         }
     }
     clear_gobgp(lab, bird);
