@@ -590,20 +590,11 @@ mod tests {
         }
     }
 
-    async fn open() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("t.db");
-        let store = Store::open(path.to_str().expect("path"))
-            .await
-            .expect("open");
-        (dir, store)
-    }
-
     /// A cycle's writes across several chunks: every row with its event, in order, and the
     /// later writes of the same call see the earlier ones.
     #[tokio::test]
     async fn a_cycle_is_recorded_whole_across_chunks() {
-        let (_dir, store) = open().await;
+        let (_dir, store) = crate::store::open_temp().await;
         let n = LEDGER_CHUNK * 2 + 7;
         let writes: Vec<LedgerWrite> = (0..n)
             .map(|i| {
@@ -654,7 +645,7 @@ mod tests {
     /// with the event the ledger promises.
     #[tokio::test]
     async fn refusals_and_adoption_keep_the_ledger_and_its_events_together() {
-        let (_dir, store) = open().await;
+        let (_dir, store) = crate::store::open_temp().await;
         let refusal = |rule: &'static str, at: Millis| {
             let mut e = new("10.9.0.0/24", at);
             e.state = "refused";

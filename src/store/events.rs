@@ -121,10 +121,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_filter_narrows_and_pages_newest_first() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path().join("t.db").to_str().expect("path"))
-            .await
-            .expect("open");
+        let (_dir, store) = crate::store::open_temp().await;
         let ev = |at: Millis, actor: &str, kind: &str, ip: Option<&str>, prefix: Option<&str>| {
             NewEvent {
                 at,

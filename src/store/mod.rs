@@ -120,3 +120,14 @@ fn to_json_list<T: serde::Serialize>(items: &[T]) -> String {
 fn from_json_list<T: serde::de::DeserializeOwned>(s: &str) -> Vec<T> {
     serde_json::from_str(s).unwrap_or_default()
 }
+
+/// A store on a fresh database in a temporary directory (kept as long as the `TempDir`).
+#[cfg(test)]
+pub(crate) async fn open_temp() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t.db");
+    let store = Store::open(path.to_str().expect("path"))
+        .await
+        .expect("open");
+    (dir, store)
+}

@@ -141,10 +141,7 @@ mod tests {
 
     #[tokio::test]
     async fn banned_hosts_come_with_their_newest_sample_oldest_ban_first() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path().join("t.db").to_str().expect("path"))
-            .await
-            .expect("open");
+        let (_dir, store) = crate::store::open_temp().await;
         for (ip, action, at) in [
             ("10.0.0.2", "ban", 2_000),
             ("2001:db8::1", "ban", 1_000),

@@ -630,17 +630,14 @@ fn record_ledger(
                      WHERE id = ?3 AND withdraw_requested_at IS NULL",
                 )?
                 .execute(params![at, reason, id])?;
-                insert_event(
+                escalation_event(
                     db,
-                    &NewEvent {
-                        at,
-                        actor: actor.into(),
-                        kind: "withdraw".into(),
-                        ip: None,
-                        prefix: Some(prefix.clone()),
-                        message: format!("withdraw {prefix}: {reason}"),
-                        detail: Some(serde_json::json!({ "escalation_id": id })),
-                    },
+                    at,
+                    actor,
+                    "withdraw",
+                    prefix,
+                    format!("withdraw {prefix}: {reason}"),
+                    serde_json::json!({ "escalation_id": id }),
                 )?;
             }
             LedgerWrite::Track {
@@ -669,20 +666,12 @@ fn record_ledger(
                      WHERE id = ?3",
                 )?
                 .execute(params![reason, at, id])?;
-                insert_event(
-                    db,
-                    &NewEvent {
-                        at,
-                        actor: actor.into(),
-                        kind: "adopt".into(),
-                        ip: None,
-                        prefix: Some(prefix.clone()),
-                        message: format!(
-                            "manual escalation of {prefix} expired while still wanted; kept as auto: {reason}"
-                        ),
-                        detail: Some(serde_json::json!({ "escalation_id": id })),
-                    },
-                )?;
+                let message = format!(
+                    "manual escalation of {prefix} expired while still wanted; kept as auto: \
+                     {reason}"
+                );
+                let detail = serde_json::json!({ "escalation_id": id });
+                escalation_event(db, at, actor, "adopt", prefix, message, detail)?;
             }
             LedgerWrite::Announced { id, prefix, note } => {
                 db.stmt(
@@ -692,17 +681,14 @@ fn record_ledger(
                      WHERE id = ?2",
                 )?
                 .execute(params![at, id])?;
-                insert_event(
+                escalation_event(
                     db,
-                    &NewEvent {
-                        at,
-                        actor: actor.into(),
-                        kind: "announced".into(),
-                        ip: None,
-                        prefix: Some(prefix.clone()),
-                        message: format!("announced {prefix}{note}"),
-                        detail: Some(serde_json::json!({ "escalation_id": id })),
-                    },
+                    at,
+                    actor,
+                    "announced",
+                    prefix,
+                    format!("announced {prefix}{note}"),
+                    serde_json::json!({ "escalation_id": id }),
                 )?;
             }
             LedgerWrite::AnnounceFailed {
@@ -718,23 +704,15 @@ fn record_ledger(
                          WHERE id = ?4 RETURNING attempts",
                     )?
                     .query_row(params![at, next_attempt_at, error, id], |r| r.get(0))?;
-                // The first failure and then every tenth: a long outage must not flood the log.
-                if attempts == 1 || attempts % 10 == 0 {
-                    insert_event(
+                if failure_is_logged(attempts) {
+                    escalation_event(
                         db,
-                        &NewEvent {
-                            at,
-                            actor: actor.into(),
-                            kind: "announce_failed".into(),
-                            ip: None,
-                            prefix: Some(prefix.clone()),
-                            message: format!(
-                                "announce of {prefix} failed (attempt {attempts}): {error}"
-                            ),
-                            detail: Some(
-                                serde_json::json!({ "escalation_id": id, "attempts": attempts }),
-                            ),
-                        },
+                        at,
+                        actor,
+                        "announce_failed",
+                        prefix,
+                        format!("announce of {prefix} failed (attempt {attempts}): {error}"),
+                        serde_json::json!({ "escalation_id": id, "attempts": attempts }),
                     )?;
                 }
             }
@@ -745,17 +723,14 @@ fn record_ledger(
                      WHERE id = ?2",
                 )?
                 .execute(params![at, id])?;
-                insert_event(
+                escalation_event(
                     db,
-                    &NewEvent {
-                        at,
-                        actor: actor.into(),
-                        kind: "withdrawn".into(),
-                        ip: None,
-                        prefix: Some(prefix.clone()),
-                        message: format!("withdrew {prefix}{note}"),
-                        detail: Some(serde_json::json!({ "escalation_id": id })),
-                    },
+                    at,
+                    actor,
+                    "withdrawn",
+                    prefix,
+                    format!("withdrew {prefix}{note}"),
+                    serde_json::json!({ "escalation_id": id }),
                 )?;
             }
             LedgerWrite::WithdrawFailed {
@@ -771,20 +746,15 @@ fn record_ledger(
                          WHERE id = ?4 RETURNING attempts",
                     )?
                     .query_row(params![at, next_attempt_at, error, id], |r| r.get(0))?;
-                if attempts == 1 || attempts % 10 == 0 {
-                    insert_event(
+                if failure_is_logged(attempts) {
+                    escalation_event(
                         db,
-                        &NewEvent {
-                            at,
-                            actor: actor.into(),
-                            kind: "withdraw_failed".into(),
-                            ip: None,
-                            prefix: Some(prefix.clone()),
-                            message: format!("withdrawal of {prefix} failed: {error}"),
-                            detail: Some(
-                                serde_json::json!({ "escalation_id": id, "attempts": attempts }),
-                            ),
-                        },
+                        at,
+                        actor,
+                        "withdraw_failed",
+                        prefix,
+                        format!("withdrawal of {prefix} failed: {error}"),
+                        serde_json::json!({ "escalation_id": id, "attempts": attempts }),
                     )?;
                 }
             }
@@ -856,25 +826,52 @@ fn insert_escalation(db: &Db<'_>, e: &NewEscalation) -> Result<i64, StoreError> 
             format!("escalate {} ({}): {}", e.route.prefix, e.origin, e.reason),
         )
     };
+    escalation_event(
+        db,
+        e.at,
+        &e.created_by,
+        kind,
+        &prefix,
+        message,
+        serde_json::json!({
+            "escalation_id": id,
+            "hosts": e.hosts,
+            "rule": e.rule,
+            "dry_run": e.dry_run,
+            "reason": e.detail,
+        }),
+    )?;
+    Ok(id)
+}
+
+/// Failed announcements and withdrawals are events at the first attempt and then every tenth:
+/// a long outage must not flood the audit log.
+fn failure_is_logged(attempts: i64) -> bool {
+    attempts == 1 || attempts % 10 == 0
+}
+
+/// An event about the escalation of `prefix` (the ledger's events name no host).
+fn escalation_event(
+    db: &Db<'_>,
+    at: Millis,
+    actor: &str,
+    kind: &str,
+    prefix: &str,
+    message: String,
+    detail: serde_json::Value,
+) -> Result<(), StoreError> {
     insert_event(
         db,
         &NewEvent {
-            at: e.at,
-            actor: e.created_by.clone(),
+            at,
+            actor: actor.into(),
             kind: kind.into(),
             ip: None,
-            prefix: Some(prefix),
+            prefix: Some(prefix.into()),
             message,
-            detail: Some(serde_json::json!({
-                "escalation_id": id,
-                "hosts": e.hosts,
-                "rule": e.rule,
-                "dry_run": e.dry_run,
-                "reason": e.detail,
-            })),
+            detail: Some(detail),
         },
-    )?;
-    Ok(id)
+    )
 }
 
 fn insert_event(db: &Db<'_>, e: &NewEvent) -> Result<(), StoreError> {
@@ -982,15 +979,6 @@ mod tests {
         }
     }
 
-    async fn open() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("t.db");
-        let store = Store::open(path.to_str().expect("path"))
-            .await
-            .expect("open");
-        (dir, store)
-    }
-
     type HostDump = (String, String, i64, Option<i64>, Option<i64>);
     type EpisodeDump = (String, i64, Option<i64>, i64, Option<String>);
 
@@ -1054,8 +1042,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_group_ends_where_one_transaction_each_would() {
-        let (_d1, grouped) = open().await;
-        let (_d2, single) = open().await;
+        let (_d1, grouped) = crate::store::open_temp().await;
+        let (_d2, single) = crate::store::open_temp().await;
         let notes = history();
         let items: Vec<(&Incoming, Option<&str>)> = notes.iter().map(|n| (n, None)).collect();
         let together = with_db(&grouped.write, |db| record_group(db, &items))
@@ -1081,7 +1069,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_notification_fails_alone() {
-        let (_d, store) = open().await;
+        let (_d, store) = crate::store::open_temp().await;
         // An inconsistency the ban of 10.9.9.9 cannot be recorded over: an open episode of a
         // host that is not banned (the one-open-episode index refuses a second).
         sqlx::query(
@@ -1120,7 +1108,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_redeliveries_are_stored_once() {
-        let (_d, store) = open().await;
+        let (_d, store) = crate::store::open_temp().await;
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..200 {
             let store = store.clone();
