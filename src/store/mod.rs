@@ -121,6 +121,23 @@ fn from_json_list<T: serde::de::DeserializeOwned>(s: &str) -> Vec<T> {
     serde_json::from_str(s).unwrap_or_default()
 }
 
+/// Runs `f` with rusqlite on the SQLite handle sqlx has lent with `lock_handle`: the recorder's
+/// writes and the reads of every banned host, which sqlx's per-row copying made slow.
+fn with_rusqlite<T>(
+    handle: &mut sqlx::sqlite::LockedSqliteHandle<'_>,
+    f: impl FnOnce(&rusqlite::Connection) -> T,
+) -> Result<T, StoreError> {
+    // SAFETY: `lock_handle` parks sqlx's worker thread until `handle` is dropped, and `handle`
+    // is borrowed for this whole call, so nothing else uses the SQLite handle meanwhile.
+    // `from_handle` does not take ownership (dropping the rusqlite connection does not close
+    // the handle), and the rusqlite connection, with any statement `f` prepared on it, is
+    // dropped here, before the borrow of `handle` ends.
+    let conn = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
+    let out = f(&conn);
+    drop(conn);
+    Ok(out)
+}
+
 /// A store on a fresh database in a temporary directory (kept as long as the `TempDir`).
 #[cfg(test)]
 pub(crate) async fn open_temp() -> (tempfile::TempDir, Store) {

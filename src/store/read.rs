@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use rusqlite::Connection;
 use sqlx::SqlitePool;
 
-use super::{Store, StoreError};
+use super::{with_rusqlite, Store, StoreError};
 use crate::clock::Millis;
 use crate::fastnetmon::Traffic;
 
@@ -106,14 +106,7 @@ async fn with_read<T: Send + 'static>(
         // On this thread from start to end, so the borrowed handle is never left in use by an
         // abandoned future.
         let mut handle = runtime.block_on(conn.lock_handle())?;
-        // SAFETY: as in `record::with_db`: `lock_handle` parks sqlx's worker until `handle` is
-        // dropped, `from_handle` does not take ownership, and the rusqlite connection (with
-        // its statements) is dropped before `handle`.
-        let c = unsafe { Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-        let out = f(&c);
-        drop(c);
-        drop(handle);
-        out
+        with_rusqlite(&mut handle, f)?
     })
     .await
     .map_err(|e| StoreError::Unavailable(format!("a database read stopped: {e}")))?

@@ -35,7 +35,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::escalations::{route_family, LedgerWrite, NewEscalation};
 use super::hosts::{family, sql_u64};
 use super::{
-    to_json_list, Incoming, NewEvent, Outcome, Reconciled, Recorded, SampleIn, StoreError,
+    to_json_list, with_rusqlite, Incoming, NewEvent, Outcome, Reconciled, Recorded, SampleIn,
+    StoreError,
 };
 use crate::clock::Millis;
 use crate::fastnetmon::{Action, Scope};
@@ -303,18 +304,12 @@ fn record_samples(
 async fn with_db<T>(pool: &SqlitePool, f: impl FnOnce(&Db<'_>) -> T) -> Result<T, StoreError> {
     let mut conn = pool.acquire().await?;
     let mut handle = conn.lock_handle().await?;
-    // SAFETY: `lock_handle` parks sqlx's worker thread until `handle` is dropped, so nothing
-    // else uses the SQLite handle meanwhile. `from_handle` does not take ownership (dropping
-    // the rusqlite connection does not close the handle), and the rusqlite connection, with
-    // the statements it prepared, is dropped at the end of this block, before `handle`.
-    let conn = unsafe { Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-    let out = f(&Db {
-        conn: &conn,
-        prepared: RefCell::new(HashMap::new()),
-    });
-    drop(conn);
-    drop(handle);
-    Ok(out)
+    with_rusqlite(&mut handle, |conn| {
+        f(&Db {
+            conn,
+            prepared: RefCell::new(HashMap::new()),
+        })
+    })
 }
 
 /// The borrowed connection, with the statements prepared on it so far (each is prepared once
