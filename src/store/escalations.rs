@@ -1,5 +1,6 @@
 //! The escalation ledger and suppressions. Every state change is written together with its
-//! event, in one transaction, so the audit log never disagrees with the ledger.
+//! event, in one transaction, so the audit log never disagrees with the ledger. Ledger changes
+//! are `LedgerWrite`s, run by the recorder thread (`record/ledger.rs`); reads stay here.
 
 use serde::Serialize;
 use sqlx::FromRow;

@@ -1,8 +1,8 @@
 //! SQLite through sqlx: the only place with SQL outside `migrations/`. Writes go through one
 //! connection (SQLite has one writer anyway, and a queue beats lock contention); notifications,
-//! reconciliation and samples reach it through the recorder thread (`record`), everything else
-//! through sqlx directly. Reads use a small pool. WAL mode; a write that returned has been
-//! committed.
+//! reconciliation, samples and the escalation ledger reach it through the recorder thread
+//! (`record`), everything else through sqlx directly. Reads use a small pool; the reads of every
+//! banned host run with rusqlite (`read`). WAL mode; a write that returned has been committed.
 
 mod escalations;
 mod events;
@@ -51,7 +51,7 @@ pub enum StoreError {
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
-    /// Notifications go through here to be recorded in groups (see `record`).
+    /// Notifications, samples and ledger writes go through here, in order (see `record`).
     recorder: record::Recorder,
 }
 
