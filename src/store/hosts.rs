@@ -147,18 +147,6 @@ pub struct SampleRow {
     pub out_pps: i64,
 }
 
-impl SampleRow {
-    pub fn traffic(&self) -> Traffic {
-        let u = |v: i64| u64::try_from(v).unwrap_or(0);
-        Traffic {
-            in_bps: u(self.in_bps),
-            out_bps: u(self.out_bps),
-            in_pps: u(self.in_pps),
-            out_pps: u(self.out_pps),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct HostFilter {
     pub state: Option<String>,
@@ -175,6 +163,11 @@ pub(super) fn family(ip: IpAddr) -> i64 {
 
 pub(super) fn sql_u64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A rate read back from SQL (never negative as stored; a negative one reads as 0).
+pub(super) fn from_sql_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }
 
 impl Store {

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use rusqlite::Connection;
 use sqlx::SqlitePool;
 
+use super::hosts::from_sql_u64;
 use super::{with_rusqlite, Store, StoreError};
 use crate::clock::Millis;
 use crate::fastnetmon::Traffic;
@@ -54,7 +55,6 @@ impl Store {
             )?;
             let mut rows = stmt.query([])?;
             let mut out = Vec::new();
-            let u = |v: i64| u64::try_from(v).unwrap_or(0);
             while let Some(r) = rows.next()? {
                 let Some(ip) = parse_ip(r)? else {
                     continue;
@@ -64,10 +64,10 @@ impl Store {
                     Some(at) => Some((
                         at,
                         Traffic {
-                            in_bps: u(r.get(3)?),
-                            out_bps: u(r.get(4)?),
-                            in_pps: u(r.get(5)?),
-                            out_pps: u(r.get(6)?),
+                            in_bps: from_sql_u64(r.get(3)?),
+                            out_bps: from_sql_u64(r.get(4)?),
+                            in_pps: from_sql_u64(r.get(5)?),
+                            out_pps: from_sql_u64(r.get(6)?),
                         },
                     )),
                     None => None,
