@@ -231,13 +231,12 @@ impl Checker {
     pub async fn cycle(&self) -> Result<CycleReport, StoreError> {
         let now = now_ms();
         let t = std::time::Instant::now();
-        let world = self.gather(now).await?;
+        let (world, live) = self.gather(now).await?;
         let gathered = t.elapsed();
         let actions = decide(&world, &self.policy, now);
         let decided = t.elapsed();
         let large = world.banned.len() >= LARGE_WORLD;
         drop(world);
-        let live = self.store.live_escalations().await?;
         let by_prefix: HashMap<String, &EscalationRow> =
             live.iter().map(|r| (r.prefix.clone(), r)).collect();
         let mut report = CycleReport::default();
@@ -273,7 +272,9 @@ impl Checker {
         Ok(report)
     }
 
-    async fn gather(&self, now: Millis) -> Result<World, StoreError> {
+    /// The world the decision needs, and the live ledger rows it was built from (the cycle
+    /// records its writes against those rows).
+    async fn gather(&self, now: Millis) -> Result<(World, Vec<EscalationRow>), StoreError> {
         let now_banned = self.store.banned_now().await?;
         let samples = now_banned
             .iter()
@@ -289,11 +290,9 @@ impl Checker {
                 banned_at: b.since,
             })
             .collect::<Vec<_>>();
-        let live = self
-            .store
-            .live_escalations()
-            .await?
-            .into_iter()
+        let rows = self.store.live_escalations().await?;
+        let live = rows
+            .iter()
             .filter_map(|r| {
                 Some(Live {
                     prefix: r.prefix.parse().ok()?,
@@ -335,13 +334,14 @@ impl Checker {
                 })
             })
             .collect();
-        Ok(World {
+        let world = World {
             banned,
             samples,
             live,
             refusals,
             suppressions,
-        })
+        };
+        Ok((world, rows))
     }
 
     /// The ledger write for one decided action (logged here, counted once committed).
