@@ -78,9 +78,13 @@ impl Store {
         // Page caches are per connection and count in the resident memory once filled (a
         // checker cycle over 100,000 banned hosts fills them): 8 MiB for the one writer, 2 MiB
         // (SQLite's default) for each reader; the OS page cache holds the rest.
+        // The one writer is a local file that cannot go away under us: no ping before each use
+        // (the recorder borrows it for every run of work, and a ping is a round trip to sqlx's
+        // worker thread).
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.clone().pragma("cache_size", "-8000"))
             .await?;
@@ -127,15 +131,39 @@ fn with_rusqlite<T>(
     handle: &mut sqlx::sqlite::LockedSqliteHandle<'_>,
     f: impl FnOnce(&rusqlite::Connection) -> T,
 ) -> Result<T, StoreError> {
-    // SAFETY: `lock_handle` parks sqlx's worker thread until `handle` is dropped, and `handle`
-    // is borrowed for this whole call, so nothing else uses the SQLite handle meanwhile.
-    // `from_handle` does not take ownership (dropping the rusqlite connection does not close
-    // the handle), and the rusqlite connection, with any statement `f` prepared on it, is
-    // dropped here, before the borrow of `handle` ends.
-    let conn = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-    let out = f(&conn);
-    drop(conn);
-    Ok(out)
+    let lent = Lent::new(handle)?;
+    Ok(f(&lent))
+}
+
+/// A rusqlite connection on the SQLite handle sqlx has lent with `lock_handle`, usable for as
+/// long as the lend lasts (across awaits too: the recorder keeps it while work keeps coming).
+struct Lent<'h> {
+    conn: rusqlite::Connection,
+    _lend: std::marker::PhantomData<&'h mut ()>,
+}
+
+impl<'h> Lent<'h> {
+    fn new(handle: &'h mut sqlx::sqlite::LockedSqliteHandle<'_>) -> Result<Lent<'h>, StoreError> {
+        // SAFETY: `lock_handle` parks sqlx's worker thread until `handle` is dropped, and
+        // `handle` stays mutably borrowed for as long as the returned `Lent` lives (`'h`), so
+        // nothing else uses the SQLite handle meanwhile. `from_handle` does not take ownership
+        // (dropping the rusqlite connection does not close the handle), and the rusqlite
+        // connection, with any statement prepared on it (they borrow the `Lent`), is dropped
+        // with the `Lent`, before the borrow of `handle` ends.
+        let conn = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
+        Ok(Lent {
+            conn,
+            _lend: std::marker::PhantomData,
+        })
+    }
+}
+
+impl std::ops::Deref for Lent<'_> {
+    type Target = rusqlite::Connection;
+
+    fn deref(&self) -> &rusqlite::Connection {
+        &self.conn
+    }
 }
 
 /// A store on a fresh database in a temporary directory (kept as long as the `TempDir`).

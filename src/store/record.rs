@@ -35,9 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::escalations::LedgerWrite;
 use super::hosts::{family, sql_u64};
-use super::{
-    with_rusqlite, Incoming, NewEvent, Outcome, Reconciled, Recorded, SampleIn, StoreError,
-};
+use super::{Incoming, Lent, NewEvent, Outcome, Reconciled, Recorded, SampleIn, StoreError};
 use crate::clock::Millis;
 use crate::fastnetmon::{Action, Scope};
 use ledger::record_ledger;
@@ -51,6 +49,9 @@ const MAX_GROUP: usize = 256;
 const QUEUE: usize = 4096;
 /// How long the recorder keeps the write connection while work keeps coming.
 const HOLD: Duration = Duration::from_millis(50);
+/// How long it keeps it, idle, for the next notification (under load one comes every few tens
+/// of microseconds).
+const IDLE: Duration = Duration::from_millis(2);
 
 /// A notification waiting to be recorded, and who waits for it.
 type Waiting = (Box<Incoming>, oneshot::Sender<Result<Recorded, StoreError>>);
@@ -183,32 +184,41 @@ fn raise_priority() {
 async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut jobs, MAX_GROUP).await > 0 {
-        // Keep the connection while work keeps coming: a busy recorder starts its next group as
-        // soon as it has committed one, without handing the connection back in between. After
-        // `HOLD` it lets the checker and the other writers in.
-        let since = Instant::now();
-        let held = with_db(&pool, |db| loop {
-            work(db, &mut jobs);
-            if since.elapsed() >= HOLD {
-                break;
-            }
-            while jobs.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-            if jobs.is_empty() {
-                break;
-            }
-        })
-        .await;
-        if let Err(e) = held {
+        if let Err(e) = hold(&pool, &mut rx, &mut jobs).await {
             tracing::error!(error = %e, "the database is unavailable to record notifications");
             let e = e.to_string();
             for job in jobs.drain(..) {
                 job.fail(StoreError::Unavailable(e.clone()));
             }
+        }
+    }
+}
+
+/// Borrows the write connection and does `jobs`, then what comes next, while work keeps coming:
+/// a busy recorder starts its next group as soon as it has committed one, without handing the
+/// connection back (and borrowing it again, two round trips to sqlx's worker thread) in
+/// between. It lets the checker and the other writers in once it has been idle for `IDLE`, or
+/// after `HOLD`.
+async fn hold(
+    pool: &SqlitePool,
+    rx: &mut mpsc::Receiver<Job>,
+    jobs: &mut Vec<Job>,
+) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    let mut handle = conn.lock_handle().await?;
+    let lent = Lent::new(&mut handle)?;
+    let db = Db::new(&lent);
+    let since = Instant::now();
+    loop {
+        work(&db, jobs);
+        let left = HOLD.saturating_sub(since.elapsed());
+        if left.is_zero() {
+            return Ok(());
+        }
+        match tokio::time::timeout(IDLE.min(left), rx.recv_many(jobs, MAX_GROUP)).await {
+            Ok(n) if n > 0 => {}
+            // Idle, or every sender has gone.
+            _ => return Ok(()),
         }
     }
 }
@@ -304,15 +314,14 @@ fn record_samples(
 }
 
 /// Runs `f` on the write connection's SQLite handle, borrowed from sqlx.
+#[cfg(test)]
 async fn with_db<T>(pool: &SqlitePool, f: impl FnOnce(&Db<'_>) -> T) -> Result<T, StoreError> {
     let mut conn = pool.acquire().await?;
     let mut handle = conn.lock_handle().await?;
-    with_rusqlite(&mut handle, |conn| {
-        f(&Db {
-            conn,
-            prepared: RefCell::new(HashMap::new()),
-        })
-    })
+    let lent = Lent::new(&mut handle)?;
+    let db = Db::new(&lent);
+    let out = f(&db);
+    Ok(out)
 }
 
 /// The borrowed connection, with the statements prepared on it so far (each is prepared once
@@ -324,6 +333,13 @@ struct Db<'c> {
 }
 
 impl<'c> Db<'c> {
+    fn new(conn: &'c Connection) -> Db<'c> {
+        Db {
+            conn,
+            prepared: RefCell::new(HashMap::new()),
+        }
+    }
+
     fn stmt(&self, sql: &'static str) -> Result<RefMut<'_, Statement<'c>>, StoreError> {
         let key = sql.as_ptr() as usize;
         let mut prepared = self
