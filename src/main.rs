@@ -19,7 +19,12 @@ fn init_logging(json: bool) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("fnm-log")
-        .finish(std::io::stderr());
+        // Buffered: the thread flushes whenever it has emptied its queue, so a burst is one
+        // write per batch and a lone line goes out at once.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     // Colours only for a terminal: journald and log files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
