@@ -195,6 +195,24 @@ impl Report {
 // ---------------------------------------------------------------------------------------------
 // The service under test: the real binary, its own database and config in a temp dir
 
+/// Clock ticks per second in /proc/PID/stat (USER_HZ on Linux).
+const USER_HZ: f64 = 100.0;
+
+/// utime + stime of a process (`self` for this one), in clock ticks.
+fn cpu_ticks_of(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
+}
+
+/// This process's CPU (the load generator's), in clock ticks.
+fn own_cpu_ticks() -> u64 {
+    cpu_ticks_of("self")
+}
+
 struct Service {
     child: Option<Child>,
     url: String,
@@ -305,13 +323,7 @@ impl Service {
 
     /// utime + stime, in clock ticks.
     fn cpu_ticks(&self) -> u64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("proc stat");
-        // Fields after the command name (which may hold spaces) start at field 3.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        n(11) + n(12)
+        cpu_ticks_of(&self.pid().to_string())
     }
 
     async fn sql_i64(&self, query: &str) -> i64 {
@@ -1175,7 +1187,9 @@ async fn ingest_and_footprint(
             healthz.clone(),
         )
         .await;
+        let cpu0 = (svc.cpu_ticks(), own_cpu_ticks());
         let h = raw_load(addr, 64, duration, usize::MAX, healthz).await;
+        let cpu1 = (svc.cpu_ticks(), own_cpu_ticks());
         let counter = sent.clone();
         let n = raw_load(
             addr,
@@ -1195,6 +1209,7 @@ async fn ingest_and_footprint(
             }),
         )
         .await;
+        let cpu2 = (svc.cpu_ticks(), own_cpu_ticks());
         let stored = svc.sql_i64("SELECT count(*) FROM notifications").await;
         let ratio = n.rate() / h.rate();
         let p99 = pct(&n.lat_us, 99.0);
@@ -1222,6 +1237,26 @@ async fn ingest_and_footprint(
             ),
             ">= 50% of /healthz",
             Some(ratio >= 0.5 && n.failed == 0 && stored as usize >= n.ok),
+        );
+        // CPU per request: steadier than the rates on a busy machine, and it says which side
+        // (the service or this load generator) a request costs.
+        let per_request =
+            |ticks: u64, requests: usize| ticks as f64 / USER_HZ * 1e6 / requests.max(1) as f64;
+        let (svc_h, svc_n) = (
+            per_request(cpu1.0 - cpu0.0, h.ok + h.failed),
+            per_request(cpu2.0 - cpu1.0, n.ok + n.failed),
+        );
+        report.add(
+            "2",
+            "service CPU per request: /healthz, notification",
+            format!(
+                "{svc_h:.1} us, {svc_n:.1} us ({:.1}x); load generator {:.1} us, {:.1} us",
+                svc_n / svc_h,
+                per_request(cpu1.1 - cpu0.1, h.ok + h.failed),
+                per_request(cpu2.1 - cpu1.1, n.ok + n.failed),
+            ),
+            "-",
+            None,
         );
         report.add(
             "2",
@@ -1263,8 +1298,7 @@ async fn ingest_and_footprint(
         let (c0, t0) = (svc.cpu_ticks(), Instant::now());
         tokio::time::sleep(window).await;
         let (c1, dt) = (svc.cpu_ticks(), t0.elapsed());
-        let hz = 100.0; // USER_HZ on Linux
-        let cpu = (c1 - c0) as f64 / hz / dt.as_secs_f64() * 100.0;
+        let cpu = (c1 - c0) as f64 / USER_HZ / dt.as_secs_f64() * 100.0;
         let (rss2, _) = svc.rss_kib();
         let ready: Value = http
             .get(format!("{}/readyz", svc.url))
