@@ -197,8 +197,10 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
 /// Borrows the write connection and does `jobs`, then what comes next, while work keeps coming:
 /// a busy recorder starts its next group as soon as it has committed one, without handing the
 /// connection back (and borrowing it again, two round trips to sqlx's worker thread) in
-/// between. It lets the checker and the other writers in once it has been idle for `IDLE`, or
-/// after `HOLD`.
+/// between. Under load (more than one job came at once) it waits up to `IDLE` for more; a lone
+/// job, as when notifications come one at a time, is followed only by what is already queued,
+/// so the checker's own queries on the write connection do not wait for the idle time. It lets
+/// the others in after `HOLD` in any case.
 async fn hold(
     pool: &SqlitePool,
     rx: &mut mpsc::Receiver<Job>,
@@ -210,12 +212,16 @@ async fn hold(
     let db = Db::new(&lent);
     let since = Instant::now();
     loop {
+        let busy = jobs.len() > 1;
         work(&db, jobs);
         let left = HOLD.saturating_sub(since.elapsed());
         if left.is_zero() {
             return Ok(());
         }
-        match tokio::time::timeout(IDLE.min(left), rx.recv_many(jobs, MAX_GROUP)).await {
+        // `timeout` polls `recv_many` once before it looks at the time: with no wait, this
+        // takes what is queued and nothing more.
+        let wait = if busy { IDLE.min(left) } else { Duration::ZERO };
+        match tokio::time::timeout(wait, rx.recv_many(jobs, MAX_GROUP)).await {
             Ok(n) if n > 0 => {}
             // Idle, or every sender has gone.
             _ => return Ok(()),
