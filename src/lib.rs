@@ -135,6 +135,9 @@ pub async fn run_with(
     if let Some(poller) = community {
         tasks.push(tokio::spawn(poller.run(stop_rx.clone())));
     }
+    tasks.push(tokio::spawn(api::notifications::log_held_back(
+        stop_rx.clone(),
+    )));
     tasks.push(tokio::spawn(retention::run(
         store.clone(),
         config.samples.clone(),

@@ -34,15 +34,30 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// FastNetMon bans thousands of hosts a second: a line each would flood the journal (whose
 /// rate limit then drops lines, the ones that matter too) and took a sixth of the service's
 /// time at 30,000 notifications/s. The rest are counted, and the count is logged with the next
-/// change logged; every one of them is in the audit log (`/api/v1/events`).
+/// change logged or within a second (`log_held_back`); every one of them is in the audit log
+/// (`/api/v1/events`).
 const LOGGED_PER_SECOND: u32 = 20;
 
 static STATE_CHANGES: LogBudget = LogBudget::new(LOGGED_PER_SECOND);
 
+/// Logs the count of state changes held back in a second that has ended, once a second, so
+/// that a burst's count is not left waiting for the next change; and what is left at shutdown.
+pub async fn log_held_back(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tick.tick() => STATE_CHANGES.report(now_ms(), false),
+        }
+    }
+    STATE_CHANGES.report(now_ms(), true);
+}
+
 /// A budget of log lines per wall-clock second.
 struct LogBudget {
     per_second: u32,
-    /// (the second, lines logged in it, lines held back since the last one logged)
+    /// (the second, lines logged in it, lines held back since the last report)
     window: std::sync::Mutex<(i64, u32, u64)>,
 }
 
@@ -54,10 +69,14 @@ impl LogBudget {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, (i64, u32, u64)> {
+        self.window.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Whether a line at `now_ms` may be logged. When it may and lines were held back before
     /// it, says how many, at info.
     fn take(&self, now_ms: i64) -> bool {
-        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.lock();
         let second = now_ms.div_euclid(1000);
         if w.0 != second {
             w.0 = second;
@@ -70,6 +89,22 @@ impl LogBudget {
         w.1 += 1;
         let held_back = std::mem::take(&mut w.2);
         drop(w);
+        self.log(held_back);
+        true
+    }
+
+    /// Says how many lines were held back, once the second they were held back in has ended
+    /// (or at once with `all`).
+    fn report(&self, now_ms: i64, all: bool) {
+        let mut w = self.lock();
+        if all || w.0 != now_ms.div_euclid(1000) {
+            let held_back = std::mem::take(&mut w.2);
+            drop(w);
+            self.log(held_back);
+        }
+    }
+
+    fn log(&self, held_back: u64) {
         if held_back > 0 {
             tracing::info!(
                 held_back,
@@ -78,7 +113,6 @@ impl LogBudget {
                 self.per_second
             );
         }
-        true
     }
 }
 
@@ -243,5 +277,25 @@ mod tests {
         assert!(b.take(t + 1001));
         // Clocks step back: a new window all the same.
         assert!(b.take(t - 5000));
+    }
+
+    #[test]
+    fn what_was_held_back_is_reported_once_its_second_is_over() {
+        let b = LogBudget::new(1);
+        let t = 1_764_000_000_000;
+        assert!(b.take(t));
+        assert!(!b.take(t + 1));
+        assert!(!b.take(t + 2));
+        // Within the same second nothing is reported yet.
+        b.report(t + 500, false);
+        assert_eq!(held_back(&b), 2);
+        // After it, the count is reported (and so not again with the next line).
+        b.report(t + 1000, false);
+        assert_eq!(held_back(&b), 0);
+        // At shutdown, whatever is left, at once.
+        assert!(b.take(t + 1001));
+        assert!(!b.take(t + 1002));
+        b.report(t + 1003, true);
+        assert_eq!(held_back(&b), 0);
     }
 }
