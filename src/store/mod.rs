@@ -125,18 +125,10 @@ fn from_json_list<T: serde::de::DeserializeOwned>(s: &str) -> Vec<T> {
     serde_json::from_str(s).unwrap_or_default()
 }
 
-/// Runs `f` with rusqlite on the SQLite handle sqlx has lent with `lock_handle`: the recorder's
-/// writes and the reads of every banned host, which sqlx's per-row copying made slow.
-fn with_rusqlite<T>(
-    handle: &mut sqlx::sqlite::LockedSqliteHandle<'_>,
-    f: impl FnOnce(&rusqlite::Connection) -> T,
-) -> Result<T, StoreError> {
-    let lent = Lent::new(handle)?;
-    Ok(f(&lent))
-}
-
 /// A rusqlite connection on the SQLite handle sqlx has lent with `lock_handle`, usable for as
 /// long as the lend lasts (across awaits too: the recorder keeps it while work keeps coming).
+/// For the recorder's writes and the reads of every banned host, which sqlx's per-row copying
+/// made slow.
 struct Lent<'h> {
     conn: rusqlite::Connection,
     _lend: std::marker::PhantomData<&'h mut ()>,

@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use sqlx::SqlitePool;
 
 use super::hosts::from_sql_u64;
-use super::{with_rusqlite, Store, StoreError};
+use super::{Lent, Store, StoreError};
 use crate::clock::Millis;
 use crate::fastnetmon::Traffic;
 
@@ -106,7 +106,8 @@ async fn with_read<T: Send + 'static>(
         // On this thread from start to end, so the borrowed handle is never left in use by an
         // abandoned future.
         let mut handle = runtime.block_on(conn.lock_handle())?;
-        with_rusqlite(&mut handle, f)?
+        let lent = Lent::new(&mut handle)?;
+        f(&lent)
     })
     .await
     .map_err(|e| StoreError::Unavailable(format!("a database read stopped: {e}")))?
