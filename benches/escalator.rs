@@ -11,7 +11,8 @@
 //! `FNM_BENCH_BURST=5000`, `FNM_BENCH_HOSTS=100000`, `FNM_BENCH_ESCALATIONS=1000`,
 //! `FNM_BENCH_SECS=10` (each ingest phase), `FNM_BENCH_API_CONCURRENCY=128` (the service's
 //! `fastnetmon.api_concurrency` in target 1), `FNM_BENCH_SCRIPT=0` (skip the script's run),
-//! `FNM_BENCH_KEEP=DIR` (keep each service's log), `FNM_BENCH_LOG` (its RUST_LOG), `FNM_BENCH_ANCHORS=DIR` (the published script and its
+//! `FNM_BENCH_KEEP=DIR` (keep each service's log), `FNM_BENCH_LOG` (its RUST_LOG),
+//! `FNM_BENCH_SERVICE=PATH` (another build of the service binary, to compare two builds), `FNM_BENCH_ANCHORS=DIR` (the published script and its
 //! stand-in API; default `../shared/anchors` next to the repository; without it the script column
 //! is skipped and the Rust stand-in API is polled instead).
 //!
@@ -256,7 +257,11 @@ impl Service {
         std::fs::write(&config, toml::to_string(&c).expect("config to TOML"))
             .expect("write config");
         let log = std::fs::File::create(dir.path().join("service.log")).expect("service log");
-        let child = Command::new(env!("CARGO_BIN_EXE_fnm-escalator"))
+        // Another build of the service, to compare two side by side under one harness.
+        let binary = std::env::var_os("FNM_BENCH_SERVICE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_fnm-escalator")));
+        let child = Command::new(binary)
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -1152,6 +1157,59 @@ async fn burst(
 // ---------------------------------------------------------------------------------------------
 // Targets 2 and 5: ingest against the HTTP ceiling, then the footprint of a loaded service
 
+/// Records the bench's bans through `Store::record_notification` from `callers` concurrent
+/// tasks for `duration`, on a fresh database: the rate of the storage path alone (its
+/// recorder groups what arrives together, as under HTTP load). Returns the rate and a note.
+async fn recorder_alone(callers: usize, duration: Duration) -> (f64, String) {
+    use fnm_escalator::store::{Incoming, Store};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("alone.db");
+    let store = Store::open(path.to_str().expect("path"))
+        .await
+        .expect("open a store");
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..callers {
+        let (store, next) = (store.clone(), next.clone());
+        tasks.spawn(async move {
+            let mut done = 0usize;
+            while started.elapsed() < duration {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                // The bench's cold hosts, in 10.64.0.0/10 (any 10/8 address would do).
+                let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 64, 0, 0)) + i as u32);
+                let body = ban(ip, false);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                let incoming = Incoming {
+                    notification: fnm_escalator::fastnetmon::notification::parse_json(
+                        body.as_bytes(),
+                    )
+                    .expect("the bench's ban parses"),
+                    observed_at: now,
+                    received_at: now,
+                    idempotency_key: None,
+                    source: "web_callback".into(),
+                    actor: "bench".into(),
+                    payload: body,
+                };
+                store.record_notification(incoming).await.expect("recorded");
+                done += 1;
+            }
+            done
+        });
+    }
+    let mut done = 0;
+    while let Some(n) = tasks.join_next().await {
+        done += n.expect("caller task");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    store.close().await;
+    (done as f64 / secs, format!("{done} in {secs:.1} s"))
+}
+
 async fn ingest_and_footprint(
     k: &Knobs,
     http: &reqwest::Client,
@@ -1265,6 +1323,23 @@ async fn ingest_and_footprint(
             "p99 <= 25 ms",
             Some(p99 <= 25_000),
         );
+        // What storage alone allows: the same bans through the library's store, in this
+        // process, without HTTP. Against the same /healthz rate, it bounds the ratio above.
+        for callers in [1, 64, 256] {
+            let (rate, groups) =
+                recorder_alone(callers, duration.min(Duration::from_secs(5))).await;
+            report.add(
+                "2",
+                format!("storage alone (no HTTP), {callers} concurrent callers"),
+                format!(
+                    "{rate:.0} notifications/s = {:.0}% of /healthz ({:.1} us each; {groups})",
+                    rate / h.rate() * 100.0,
+                    1e6 / rate.max(1.0),
+                ),
+                "-",
+                None,
+            );
+        }
     }
     if k.wants(5) {
         // Top up to k.hosts recorded hosts, then k.escalations hosts over threshold in their own /24s.
