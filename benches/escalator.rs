@@ -1157,6 +1157,41 @@ async fn burst(
 // ---------------------------------------------------------------------------------------------
 // Targets 2 and 5: ingest against the HTTP ceiling, then the footprint of a loaded service
 
+/// Busy and total jiffies of all CPUs, from /proc/stat.
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    // idle and iowait
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Waits (at most `max`) until the machine is at least 90% idle over two 250 ms windows in a
+/// row. Returns the wait and the idle share of the last window.
+fn wait_quiet(max: Duration) -> (Duration, f64) {
+    let started = Instant::now();
+    let mut quiet = 0;
+    let mut idle = 0.0;
+    let Some(mut last) = cpu_jiffies() else {
+        return (Duration::ZERO, 0.0);
+    };
+    while quiet < 2 && started.elapsed() < max {
+        std::thread::sleep(Duration::from_millis(250));
+        let Some(now) = cpu_jiffies() else { break };
+        let (busy, total) = (now.0 - last.0, now.1 - last.1);
+        idle = 1.0 - busy as f64 / total.max(1) as f64;
+        quiet = if idle >= 0.9 { quiet + 1 } else { 0 };
+        last = now;
+    }
+    (started.elapsed(), idle)
+}
+
 /// Records the bench's bans through `Store::record_notification` from `callers` concurrent
 /// tasks for `duration`, on a fresh database: the rate of the storage path alone (its
 /// recorder groups what arrives together, as under HTTP load). Returns the rate and a note.
@@ -1234,6 +1269,14 @@ async fn ingest_and_footprint(
             .trim_start_matches("http://")
             .parse()
             .expect("service address");
+        // The previous target's daemons may still be busy (gobgpd and BIRD dropping thousands
+        // of routes): a ceiling measured beside them is not the machine's.
+        let (waited, idle) = wait_quiet(Duration::from_secs(20));
+        println!(
+            "  machine quiet after {} ({:.0}% idle)",
+            secs(waited),
+            idle * 100.0
+        );
         let healthz: MakeRaw = Arc::new(move |_| {
             format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\n\r\n").into_bytes()
         });
