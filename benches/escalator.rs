@@ -1373,7 +1373,10 @@ async fn ingest_and_footprint(
                 recorder_alone(callers, duration.min(Duration::from_secs(5))).await;
             report.add(
                 "2",
-                format!("storage alone (no HTTP), {callers} concurrent callers"),
+                format!(
+                    "storage alone (no HTTP), {callers} concurrent caller{}",
+                    if callers == 1 { "" } else { "s" }
+                ),
                 format!(
                     "{rate:.0} notifications/s = {:.0}% of /healthz ({:.1} us each; {groups})",
                     rate / h.rate() * 100.0,
