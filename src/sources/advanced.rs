@@ -356,9 +356,6 @@ pub struct AdvancedPoller {
     interval: Duration,
     concurrency: usize,
     history_every: Millis,
-    /// Where the counter round starts: after a cycle cut short by its deadline, at the first
-    /// host it did not ask, so the same hosts are not starved every time.
-    offset: usize,
 }
 
 impl AdvancedPoller {
@@ -397,7 +394,6 @@ impl AdvancedPoller {
             interval: f.poll_interval,
             concurrency: f.api_concurrency.max(1),
             history_every: ms(config.samples.history_interval),
-            offset: 0,
         }))
     }
 
@@ -452,8 +448,14 @@ impl AdvancedPoller {
             }
         }
 
-        let mut hosts: Vec<IpAddr> = match self.store.banned_since().await {
-            Ok(rows) => rows.into_iter().map(|(ip, _)| ip).collect(),
+        // Hosts without a sample first, then the stalest: a new ban is asked before any host
+        // is asked twice, and hosts a cycle did not reach (its deadline came first, or their
+        // request failed) come first in the next one.
+        let mut hosts: Vec<(Option<Millis>, IpAddr)> = match self.store.banned_now().await {
+            Ok(rows) => rows
+                .into_iter()
+                .map(|b| (b.sample.map(|(at, _)| at), b.ip))
+                .collect(),
             Err(e) => {
                 let msg = format!("reading banned hosts: {e}");
                 tracing::error!(source = ADVANCED, error = %e, "poll failed");
@@ -462,17 +464,9 @@ impl AdvancedPoller {
                 return report;
             }
         };
-        if !hosts.is_empty() {
-            self.offset %= hosts.len();
-            hosts.rotate_left(self.offset);
-        }
-        let asked_for = hosts.len();
+        hosts.sort_unstable();
+        let hosts: Vec<IpAddr> = hosts.into_iter().map(|(_, ip)| ip).collect();
         let last_host_error = self.poll_counters(hosts, deadline, &mut report).await;
-        if report.cut_off > 0 {
-            // Past the answered hosts only: those abandoned in flight at the deadline come first
-            // next time, instead of waiting a whole round (they were skipped every cycle).
-            self.offset += asked_for - report.cut_off;
-        }
 
         report.ok = true;
         report.ms = elapsed_ms(started);
