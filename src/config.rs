@@ -301,6 +301,11 @@ pub struct Fastnetmon {
     pub api_timeout: Duration,
     /// Counter requests in flight at once against the Advanced API.
     pub api_concurrency: usize,
+    /// Between full polls, the ban list alone this often: a host FastNetMon starts listing is
+    /// banned here, and its counters asked, within this rather than at the next full poll.
+    /// `0s` (the default): the ban list only with the counters, every `poll_interval`.
+    #[serde(with = "humantime_serde")]
+    pub ban_list_interval: Duration,
     /// Make the ban list here follow FastNetMon's (hosts missing here are banned; hosts absent
     /// there for two consecutive polls are unbanned). Off: the sources only bring counters.
     pub reconcile_ban_list: bool,
@@ -320,6 +325,7 @@ impl Default for Fastnetmon {
             poll_interval: Duration::from_secs(5),
             api_timeout: Duration::from_secs(2),
             api_concurrency: 32,
+            ban_list_interval: Duration::ZERO,
             reconcile_ban_list: true,
             community_grpc: None,
             community_poll_interval: Duration::from_secs(10),
@@ -336,6 +342,7 @@ impl fmt::Debug for Fastnetmon {
             .field("poll_interval", &self.poll_interval)
             .field("api_timeout", &self.api_timeout)
             .field("api_concurrency", &self.api_concurrency)
+            .field("ban_list_interval", &self.ban_list_interval)
             .field("reconcile_ban_list", &self.reconcile_ban_list)
             .field("community_grpc", &self.community_grpc)
             .field("community_poll_interval", &self.community_poll_interval)
@@ -642,6 +649,17 @@ impl Config {
                     ),
                 );
             }
+        }
+        if !f.ban_list_interval.is_zero() && f.ban_list_interval >= f.poll_interval {
+            bad(
+                "fastnetmon.ban_list_interval".into(),
+                format!(
+                    "{} must be shorter than fastnetmon.poll_interval ({}), or 0s (the ban \
+                     list only with every poll)",
+                    humantime::format_duration(f.ban_list_interval),
+                    humantime::format_duration(f.poll_interval)
+                ),
+            );
         }
         if !(1..=1024).contains(&f.api_concurrency) {
             bad(
@@ -1066,15 +1084,18 @@ poll_interval = "5s"
         assert!(f.reconcile_ban_list);
         assert_eq!(f.api_timeout, Duration::from_secs(2));
         assert_eq!(f.api_concurrency, 32);
+        assert_eq!(f.ban_list_interval, Duration::ZERO);
         assert_eq!(f.community_poll_interval, Duration::from_secs(10));
         assert_eq!(c.samples.retention, Duration::from_secs(3600));
         assert_eq!(c.samples.history_interval, Duration::from_secs(10));
         assert_eq!(c.server.max_write_bytes, 16 * 1024 * 1024);
         let c = load(
             "[fastnetmon]\ncommunity_grpc = \"127.0.0.1:50052\"\napi_timeout = \"1s\"\n\
+             ban_list_interval = \"250ms\"\n\
              [samples]\nretention = \"10m\"\nhistory_interval = \"0s\"\n",
         )
         .expect("valid");
+        assert_eq!(c.fastnetmon.ban_list_interval, Duration::from_millis(250));
         assert_eq!(
             c.fastnetmon.community_grpc.as_deref(),
             Some("127.0.0.1:50052")
@@ -1104,6 +1125,10 @@ poll_interval = "5s"
             (
                 "[fastnetmon]\napi_concurrency = 0\n",
                 "fastnetmon.api_concurrency",
+            ),
+            (
+                "[fastnetmon]\npoll_interval = \"5s\"\nban_list_interval = \"5s\"\n",
+                "fastnetmon.ban_list_interval",
             ),
             (
                 "[fastnetmon]\ncommunity_grpc = \"127.0.0.1\"\n",

@@ -1,6 +1,7 @@
 //! FastNetMon Advanced's REST API, polled: `GET /blackhole` (the ban list, reconciled) and then
 //! `GET /single_host_counters/<ip>` for every banned host, a bounded number at a time, each with
-//! its own timeout, the whole cycle within one poll interval.
+//! its own timeout, the whole cycle within one poll interval. Optionally the ban list alone in
+//! between (`ban_list_interval`), so that new bans do not wait for the next full poll.
 
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -354,6 +355,8 @@ pub struct AdvancedPoller {
     health: SourceHealth,
     reconciler: Option<Reconciler>,
     interval: Duration,
+    /// The ban list alone, between full polls (zero: only with them).
+    list_interval: Duration,
     concurrency: usize,
     history_every: Millis,
 }
@@ -392,21 +395,117 @@ impl AdvancedPoller {
                 )
             }),
             interval: f.poll_interval,
+            list_interval: f.ban_list_interval,
             concurrency: f.api_concurrency.max(1),
             history_every: ms(config.samples.history_interval),
         }))
     }
 
     /// Polls every `poll_interval` until `shutdown`; a cycle in flight is abandoned on shutdown.
+    /// With `ban_list_interval` (and reconciliation on), the ban list alone in between.
     pub async fn run(mut self, shutdown: watch::Receiver<bool>) {
+        let list_polls = !self.list_interval.is_zero() && self.reconciler.is_some();
         tracing::info!(
             url = %self.api.base,
             interval = %humantime::format_duration(self.interval),
+            ban_list_interval = %humantime::format_duration(if list_polls {
+                self.list_interval
+            } else {
+                self.interval
+            }),
             reconcile = self.reconciler.is_some(),
             "polling FastNetMon Advanced"
         );
         let interval = self.interval;
-        super::run_every(&mut self, interval, shutdown).await;
+        if list_polls {
+            self.run_with_list_polls(shutdown).await;
+        } else {
+            super::run_every(&mut self, interval, shutdown).await;
+        }
+    }
+
+    /// Full polls every `poll_interval`, and the ban list alone every `ban_list_interval` in
+    /// between (counted from the last poll of either kind). Late polls delay the next ones
+    /// instead of bunching them up.
+    async fn run_with_list_polls(&mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut full = tokio::time::interval(self.interval);
+        full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut list = tokio::time::interval(self.list_interval);
+        list.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                // A full poll reads the list too: when both are due, it goes first.
+                biased;
+                _ = shutdown.changed() => break,
+                _ = full.tick() => {
+                    tokio::select! {
+                        _ = shutdown.changed() => break,
+                        _ = self.poll() => {}
+                    }
+                    list.reset();
+                }
+                _ = list.tick() => {
+                    tokio::select! {
+                        _ = shutdown.changed() => break,
+                        _ = self.poll_list() => {}
+                    }
+                }
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+    }
+
+    /// The ban list alone: hosts it lists that are not banned here are banned, and their
+    /// counters asked at once, instead of at the next full poll. Nothing is unbanned (full
+    /// polls count absences), and the source's health is the full polls' to report: a failure
+    /// here is only logged at debug, the next full poll says it loudly.
+    pub async fn poll_list(&mut self) -> PollReport {
+        let started = Instant::now();
+        let polled_at = now_ms();
+        let mut report = PollReport::default();
+        let Some(reconciler) = &mut self.reconciler else {
+            return report;
+        };
+        let list = match self.api.ban_list().await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::debug!(source = ADVANCED, error = %e, "ban-list poll failed");
+                return report;
+            }
+        };
+        report.listed = list.hosts.len();
+        let banned = reconciler
+            .follow_bans(&list, &self.store, &self.health, &self.checker, polled_at)
+            .await;
+        let banned = match banned {
+            Ok(banned) => banned,
+            Err(e) => {
+                let msg = format!("reconciling the ban list: {e}");
+                tracing::error!(source = ADVANCED, error = %e, "ban-list reconciliation failed");
+                self.health.note_error(now_ms(), &msg);
+                return report;
+            }
+        };
+        report.banned = banned.len();
+        if !banned.is_empty() {
+            let deadline = tokio::time::Instant::now() + self.interval;
+            self.poll_counters(banned, deadline, &mut report).await;
+        }
+        report.ok = true;
+        report.ms = started.elapsed().as_secs_f64() * 1000.0;
+        if report.banned > 0 {
+            tracing::debug!(
+                source = ADVANCED,
+                listed = report.listed,
+                banned = report.banned,
+                samples = report.samples,
+                ms = report.ms,
+                "ban-list poll found new bans"
+            );
+        }
+        report
     }
 
     /// One cycle: the ban list, reconciliation, then counters until the cycle's deadline.

@@ -101,7 +101,6 @@ impl Reconciler {
         self.absent.len()
     }
 
-    /// Plans against the store and records the changes, each with an event saying why.
     /// Follows one ban list read from FastNetMon: reconciles the hosts here with it, records
     /// that in the source's health, and wakes the checker when a host's state changed.
     pub async fn follow(
@@ -121,6 +120,45 @@ impl Reconciler {
         Ok(rec)
     }
 
+    /// Follows a ban list read between full polls: bans the hosts it lists that are not banned
+    /// here, and nothing else. Absences are counted by full polls only, so the unban rule keeps
+    /// its span of `ABSENT_POLLS` poll intervals however often the list is read. Returns the
+    /// hosts banned.
+    pub async fn follow_bans(
+        &mut self,
+        list: &super::BanList,
+        store: &Store,
+        health: &super::SourceHealth,
+        checker: &crate::checker::CheckerHandle,
+        polled_at: Millis,
+    ) -> Result<Vec<IpAddr>, StoreError> {
+        let here: HashSet<IpAddr> = store
+            .banned_since()
+            .await?
+            .into_iter()
+            .map(|(ip, _)| ip)
+            .collect();
+        let mut ban: Vec<IpAddr> = list
+            .hosts
+            .iter()
+            .filter(|ip| !here.contains(ip))
+            .copied()
+            .collect();
+        ban.sort();
+        ban.dedup();
+        let plan = Plan {
+            ban,
+            unban: Vec::new(),
+        };
+        let (rec, banned) = self.record(store, plan, polled_at).await?;
+        health.reconciled(&rec);
+        if rec.changed() {
+            checker.wake();
+        }
+        Ok(banned)
+    }
+
+    /// Plans against the store and records the changes, each with an event saying why.
     pub async fn apply(
         &mut self,
         store: &Store,
@@ -129,6 +167,17 @@ impl Reconciler {
     ) -> Result<ReconcileReport, StoreError> {
         let banned_here: Vec<(IpAddr, Millis)> = store.banned_since().await?;
         let plan = self.plan(listed, &banned_here, polled_at);
+        Ok(self.record(store, plan, polled_at).await?.0)
+    }
+
+    /// Records `plan` (the list's time is `polled_at`), each change with an event saying why;
+    /// returns what changed and the hosts banned.
+    async fn record(
+        &self,
+        store: &Store,
+        plan: Plan,
+        polled_at: Millis,
+    ) -> Result<(ReconcileReport, Vec<IpAddr>), StoreError> {
         let received_at = now_ms();
         let ban_reason = format!("listed in {} but not banned here", self.list);
         let unban_reason = format!(
@@ -166,6 +215,7 @@ impl Reconciler {
             })
             .collect();
         let mut report = ReconcileReport::default();
+        let mut banned = Vec::new();
         for chunk in items.chunks(CHUNK) {
             for (item, recorded) in chunk.iter().zip(store.record_reconciliation(chunk).await?) {
                 let ip = match item.incoming.notification.scope {
@@ -175,6 +225,7 @@ impl Reconciler {
                 match recorded.outcome {
                     Outcome::Banned => {
                         report.banned += 1;
+                        banned.push(ip);
                         tracing::info!(source = self.source, %ip, "ban added: {}", item.reason);
                     }
                     Outcome::Unbanned => {
@@ -190,7 +241,7 @@ impl Reconciler {
                 }
             }
         }
-        Ok(report)
+        Ok((report, banned))
     }
 }
 
@@ -268,5 +319,65 @@ mod tests {
             .plan(&set(&[]), &[(ip("10.0.0.1"), 2500)], 3000)
             .unban
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn list_polls_between_full_ones_ban_and_count_no_absence() {
+        let (_dir, store) = crate::store::open_temp().await;
+        let health = super::super::SourceHealth::new(
+            "t",
+            super::super::Kind::Poll,
+            std::time::Duration::from_secs(60),
+        );
+        let checker = crate::checker::CheckerHandle::new(std::sync::Arc::new(
+            crate::config::Config::default(),
+        ));
+        let mut r = Reconciler::new("t", "t", "t");
+        let list = |hosts: &[&str]| super::super::BanList::from_entries(hosts.iter().copied());
+        // A full poll bans both; then one leaves the list.
+        let rec = r
+            .apply(&store, &set(&["10.0.0.1", "10.0.0.2"]), 1000)
+            .await
+            .expect("full poll");
+        assert_eq!(rec.banned, 2);
+        // Any number of list polls without it: nothing unbanned, no absence counted; a host
+        // new to the list is banned, and returned (once).
+        for at in [1100, 1200, 1300] {
+            let banned = r
+                .follow_bans(
+                    &list(&["10.0.0.2", "10.0.0.3"]),
+                    &store,
+                    &health,
+                    &checker,
+                    at,
+                )
+                .await
+                .expect("list poll");
+            let want: Vec<IpAddr> = if at == 1100 {
+                vec![ip("10.0.0.3")]
+            } else {
+                vec![]
+            };
+            assert_eq!(banned, want);
+            assert_eq!(r.pending(), 0);
+        }
+        let banned_here: Vec<IpAddr> = store
+            .banned_since()
+            .await
+            .expect("read")
+            .into_iter()
+            .map(|(ip, _)| ip)
+            .collect();
+        assert_eq!(banned_here.len(), 3);
+        // Full polls still unban it after two absences.
+        let listed = set(&["10.0.0.2", "10.0.0.3"]);
+        assert_eq!(
+            r.apply(&store, &listed, 2000).await.expect("poll").unbanned,
+            0
+        );
+        assert_eq!(
+            r.apply(&store, &listed, 3000).await.expect("poll").unbanned,
+            1
+        );
     }
 }

@@ -173,6 +173,45 @@ async fn live_counters_crossing_a_threshold_escalate_the_covering_prefix() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_list_interval_acts_on_new_bans_between_full_polls() {
+    let api = FnmApi::start().await;
+    let (app, fake) = app_with(|c| {
+        // The next full poll is a minute away: whatever happens within seconds is the list
+        // polls' doing.
+        use_api(c, &api, Duration::from_secs(60), Duration::from_millis(500));
+        c.fastnetmon.ban_list_interval = Duration::from_millis(100);
+    })
+    .await;
+    wait_polls(&app, 1, Duration::from_secs(5)).await;
+
+    // FastNetMon bans a host under attack: banned here, its counters asked, escalated.
+    api.ban("198.51.100.9");
+    api.set_counters("198.51.100.9", FLOOD);
+    let started = Instant::now();
+    let e = wait_escalation(&app, "198.51.100.0/24", "active", Duration::from_secs(5)).await;
+    assert_eq!(e["state"], "active", "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(fake.prefixes(), vec!["198.51.100.0/24".to_string()]);
+    let h = host(&app, "198.51.100.9").await;
+    assert_eq!(h["state"], "banned", "{h}");
+    assert_eq!(h["traffic"]["source"], "fastnetmon_api", "{h}");
+    let polls = wait_polls(&app, 1, Duration::from_secs(1)).await;
+    assert_eq!(polls["polls"], 1, "no full poll ran meanwhile: {polls}");
+
+    // It leaves the list: list polls do not count absences, so it stays banned until full
+    // polls have seen it absent twice (ABSENT_POLLS), whatever the list polls saw.
+    api.unban("198.51.100.9");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let h = host(&app, "198.51.100.9").await;
+    assert_eq!(h["state"], "banned", "{h}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_slow_host_does_not_delay_the_others_beyond_the_timeout() {
     let api = FnmApi::start().await;
     let hosts: Vec<String> = (1..=20).map(|i| format!("198.51.100.{i}")).collect();
