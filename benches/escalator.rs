@@ -10,11 +10,13 @@
 //! (convergence sizes: the script runs at the first only), `FNM_BENCH_TRIALS=200`,
 //! `FNM_BENCH_BURST=5000`, `FNM_BENCH_HOSTS=100000`, `FNM_BENCH_ESCALATIONS=1000`,
 //! `FNM_BENCH_SECS=10` (each ingest phase), `FNM_BENCH_API_CONCURRENCY=128` (the service's
-//! `fastnetmon.api_concurrency` in target 1), `FNM_BENCH_SCRIPT=0` (skip the script's run),
-//! `FNM_BENCH_KEEP=DIR` (keep each service's log), `FNM_BENCH_LOG` (its RUST_LOG),
-//! `FNM_BENCH_SERVICE=PATH` (another build of the service binary, to compare two builds), `FNM_BENCH_ANCHORS=DIR` (the published script and its
-//! stand-in API; default `../shared/anchors` next to the repository; without it the script column
-//! is skipped and the Rust stand-in API is polled instead).
+//! `fastnetmon.api_concurrency` in target 1), `FNM_BENCH_BAN_LIST_MS=250` (its
+//! `fastnetmon.ban_list_interval`; 0: the ban list only with each poll), `FNM_BENCH_SCRIPT=0`
+//! (skip the script's run), `FNM_BENCH_KEEP=DIR` (keep each service's log), `FNM_BENCH_LOG` (its
+//! RUST_LOG), `FNM_BENCH_SERVICE=PATH` (another build of the service binary, to compare two
+//! builds), `FNM_BENCH_ANCHORS=DIR` (the published script and its stand-in API; default
+//! `../shared/anchors` next to the repository; without it the script column is skipped and the
+//! Rust stand-in API is polled instead).
 //!
 //! Everything runs on loopback: a gobgpd + BIRD 2 lab (the integration tests' own), the real
 //! `fnm-escalator` binary as a child process with its own database in a temp dir, and the load
@@ -65,6 +67,9 @@ struct Knobs {
     script: bool,
     /// `fastnetmon.api_concurrency` of the service in target 1 (FNM_BENCH_API_CONCURRENCY).
     api_concurrency: usize,
+    /// `fastnetmon.ban_list_interval` of the service in target 1, in ms (FNM_BENCH_BAN_LIST_MS;
+    /// 0: the ban list only with each poll).
+    ban_list_ms: u64,
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -114,6 +119,7 @@ impl Knobs {
             secs: env_usize("FNM_BENCH_SECS", if quick { 3 } else { 10 }) as u64,
             anchors,
             api_concurrency: env_usize("FNM_BENCH_API_CONCURRENCY", 128),
+            ban_list_ms: env_usize("FNM_BENCH_BAN_LIST_MS", 250) as u64,
             script: std::env::var("FNM_BENCH_SCRIPT").map_or(true, |v| v != "0"),
         }
     }
@@ -872,6 +878,7 @@ async fn convergence(
         let (user, password) = api.credentials();
         let (url, gobgp) = (api.url().to_string(), lab.gobgp_api());
         let api_concurrency = k.api_concurrency;
+        let ban_list_interval = Duration::from_millis(k.ban_list_ms);
         let svc = Service::start(http, |c| {
             c.bgp.backend = Backend::Gobgp;
             c.bgp.gobgp_api = gobgp;
@@ -881,6 +888,7 @@ async fn convergence(
             c.fastnetmon.poll_interval = Duration::from_secs(1);
             c.fastnetmon.api_timeout = Duration::from_millis(900);
             c.fastnetmon.api_concurrency = api_concurrency;
+            c.fastnetmon.ban_list_interval = ban_list_interval;
         })
         .await;
         // Wait for a first (empty) poll, so the clock does not include start-up.
