@@ -10,7 +10,7 @@
 //! (convergence sizes: the script runs at the first only), `FNM_BENCH_TRIALS=200`,
 //! `FNM_BENCH_BURST=5000`, `FNM_BENCH_HOSTS=100000`, `FNM_BENCH_ESCALATIONS=1000`,
 //! `FNM_BENCH_SECS=10` (each ingest phase), `FNM_BENCH_API_CONCURRENCY=128` (the service's
-//! `fastnetmon.api_concurrency` in target 1), `FNM_BENCH_BAN_LIST_MS=250` (its
+//! `fastnetmon.api_concurrency` in target 1), `FNM_BENCH_BAN_LIST_MS=500` (its
 //! `fastnetmon.ban_list_interval`; 0: the ban list only with each poll), `FNM_BENCH_SCRIPT=0`
 //! (skip the script's run), `FNM_BENCH_KEEP=DIR` (keep each service's log), `FNM_BENCH_LOG` (its
 //! RUST_LOG), `FNM_BENCH_SERVICE=PATH` (another build of the service binary, to compare two
@@ -119,7 +119,7 @@ impl Knobs {
             secs: env_usize("FNM_BENCH_SECS", if quick { 3 } else { 10 }) as u64,
             anchors,
             api_concurrency: env_usize("FNM_BENCH_API_CONCURRENCY", 128),
-            ban_list_ms: env_usize("FNM_BENCH_BAN_LIST_MS", 250) as u64,
+            ban_list_ms: env_usize("FNM_BENCH_BAN_LIST_MS", 500) as u64,
             script: std::env::var("FNM_BENCH_SCRIPT").map_or(true, |v| v != "0"),
         }
     }
