@@ -24,6 +24,7 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::reconcile::Follow;
 use super::{error_chain, BanList, Cycle, Reconciler, SourceHealth, ADVANCED};
 use crate::checker::CheckerHandle;
 use crate::clock::{ms, now_ms, Millis};
@@ -457,6 +458,14 @@ impl AdvancedPoller {
         }
     }
 
+    /// A reconciliation that failed: logged, and noted in the source's health (the cycle goes
+    /// on with the counters of the hosts banned here).
+    fn reconcile_failed(&self, e: &StoreError) {
+        let msg = format!("reconciling the ban list: {e}");
+        tracing::error!(source = ADVANCED, error = %e, "ban-list reconciliation failed");
+        self.health.note_error(now_ms(), &msg);
+    }
+
     /// The ban list alone: hosts it lists that are not banned here are banned, and their
     /// counters asked at once, instead of at the next full poll. Nothing is unbanned (full
     /// polls count absences), and the source's health is the full polls' to report: a failure
@@ -476,15 +485,20 @@ impl AdvancedPoller {
             }
         };
         report.listed = list.hosts.len();
-        let banned = reconciler
-            .follow_bans(&list, &self.store, &self.health, &self.checker, polled_at)
+        let followed = reconciler
+            .follow(
+                &list,
+                &self.store,
+                &self.health,
+                &self.checker,
+                polled_at,
+                Follow::BansOnly,
+            )
             .await;
-        let banned = match banned {
-            Ok(banned) => banned,
+        let banned = match followed {
+            Ok(rec) => rec.banned_hosts,
             Err(e) => {
-                let msg = format!("reconciling the ban list: {e}");
-                tracing::error!(source = ADVANCED, error = %e, "ban-list reconciliation failed");
-                self.health.note_error(now_ms(), &msg);
+                self.reconcile_failed(&e);
                 return report;
             }
         };
@@ -532,18 +546,21 @@ impl AdvancedPoller {
 
         if let Some(r) = &mut self.reconciler {
             let followed = r
-                .follow(&list, &self.store, &self.health, &self.checker, polled_at)
+                .follow(
+                    &list,
+                    &self.store,
+                    &self.health,
+                    &self.checker,
+                    polled_at,
+                    Follow::All,
+                )
                 .await;
             match followed {
                 Ok(rec) => {
                     report.banned = rec.banned;
                     report.unbanned = rec.unbanned;
                 }
-                Err(e) => {
-                    let msg = format!("reconciling the ban list: {e}");
-                    tracing::error!(source = ADVANCED, error = %e, "ban-list reconciliation failed");
-                    self.health.note_error(now_ms(), &msg);
-                }
+                Err(e) => self.reconcile_failed(&e),
             }
         }
 

@@ -255,7 +255,14 @@ impl CommunityPoller {
         report.listed = list.hosts.len();
         if let Some(r) = &mut self.reconciler {
             let followed = r
-                .follow(&list, &self.store, &self.health, &self.checker, polled_at)
+                .follow(
+                    &list,
+                    &self.store,
+                    &self.health,
+                    &self.checker,
+                    polled_at,
+                    super::reconcile::Follow::All,
+                )
                 .await;
             match followed {
                 Ok(rec) => {

@@ -23,6 +23,19 @@ const CHUNK: usize = 500;
 pub struct ReconcileReport {
     pub banned: usize,
     pub unbanned: usize,
+    /// The hosts banned, in address order.
+    pub banned_hosts: Vec<IpAddr>,
+}
+
+/// What one reading of the list may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    /// A full poll: hosts listed are banned, hosts absent `ABSENT_POLLS` polls in a row unbanned.
+    All,
+    /// A reading between full polls: hosts listed are banned, nothing else. Absences are not
+    /// counted, so the unban rule keeps its span of `ABSENT_POLLS` full polls however often the
+    /// list is read.
+    BansOnly,
 }
 
 impl ReconcileReport {
@@ -101,8 +114,9 @@ impl Reconciler {
         self.absent.len()
     }
 
-    /// Follows one ban list read from FastNetMon: reconciles the hosts here with it, records
-    /// that in the source's health, and wakes the checker when a host's state changed.
+    /// Follows one ban list read from FastNetMon: reconciles the hosts here with it (`what`
+    /// says how far), records that in the source's health, and wakes the checker when a host's
+    /// state changed.
     pub async fn follow(
         &mut self,
         list: &super::BanList,
@@ -110,52 +124,32 @@ impl Reconciler {
         health: &super::SourceHealth,
         checker: &crate::checker::CheckerHandle,
         polled_at: Millis,
+        what: Follow,
     ) -> Result<ReconcileReport, StoreError> {
         let listed: HashSet<IpAddr> = list.hosts.iter().copied().collect();
-        let rec = self.apply(store, &listed, polled_at).await?;
+        let rec = match what {
+            Follow::All => self.apply(store, &listed, polled_at).await?,
+            Follow::BansOnly => {
+                let here: HashSet<IpAddr> = store
+                    .banned_since()
+                    .await?
+                    .into_iter()
+                    .map(|(ip, _)| ip)
+                    .collect();
+                let mut ban: Vec<IpAddr> = listed.difference(&here).copied().collect();
+                ban.sort();
+                let plan = Plan {
+                    ban,
+                    unban: Vec::new(),
+                };
+                self.record(store, plan, polled_at).await?
+            }
+        };
         health.reconciled(&rec);
         if rec.changed() {
             checker.wake();
         }
         Ok(rec)
-    }
-
-    /// Follows a ban list read between full polls: bans the hosts it lists that are not banned
-    /// here, and nothing else. Absences are counted by full polls only, so the unban rule keeps
-    /// its span of `ABSENT_POLLS` poll intervals however often the list is read. Returns the
-    /// hosts banned.
-    pub async fn follow_bans(
-        &mut self,
-        list: &super::BanList,
-        store: &Store,
-        health: &super::SourceHealth,
-        checker: &crate::checker::CheckerHandle,
-        polled_at: Millis,
-    ) -> Result<Vec<IpAddr>, StoreError> {
-        let here: HashSet<IpAddr> = store
-            .banned_since()
-            .await?
-            .into_iter()
-            .map(|(ip, _)| ip)
-            .collect();
-        let mut ban: Vec<IpAddr> = list
-            .hosts
-            .iter()
-            .filter(|ip| !here.contains(ip))
-            .copied()
-            .collect();
-        ban.sort();
-        ban.dedup();
-        let plan = Plan {
-            ban,
-            unban: Vec::new(),
-        };
-        let (rec, banned) = self.record(store, plan, polled_at).await?;
-        health.reconciled(&rec);
-        if rec.changed() {
-            checker.wake();
-        }
-        Ok(banned)
     }
 
     /// Plans against the store and records the changes, each with an event saying why.
@@ -167,17 +161,16 @@ impl Reconciler {
     ) -> Result<ReconcileReport, StoreError> {
         let banned_here: Vec<(IpAddr, Millis)> = store.banned_since().await?;
         let plan = self.plan(listed, &banned_here, polled_at);
-        Ok(self.record(store, plan, polled_at).await?.0)
+        self.record(store, plan, polled_at).await
     }
 
-    /// Records `plan` (the list's time is `polled_at`), each change with an event saying why;
-    /// returns what changed and the hosts banned.
+    /// Records `plan` (the list's time is `polled_at`), each change with an event saying why.
     async fn record(
         &self,
         store: &Store,
         plan: Plan,
         polled_at: Millis,
-    ) -> Result<(ReconcileReport, Vec<IpAddr>), StoreError> {
+    ) -> Result<ReconcileReport, StoreError> {
         let received_at = now_ms();
         let ban_reason = format!("listed in {} but not banned here", self.list);
         let unban_reason = format!(
@@ -215,7 +208,6 @@ impl Reconciler {
             })
             .collect();
         let mut report = ReconcileReport::default();
-        let mut banned = Vec::new();
         for chunk in items.chunks(CHUNK) {
             for (item, recorded) in chunk.iter().zip(store.record_reconciliation(chunk).await?) {
                 let ip = match item.incoming.notification.scope {
@@ -225,7 +217,7 @@ impl Reconciler {
                 match recorded.outcome {
                     Outcome::Banned => {
                         report.banned += 1;
-                        banned.push(ip);
+                        report.banned_hosts.push(ip);
                         tracing::info!(source = self.source, %ip, "ban added: {}", item.reason);
                     }
                     Outcome::Unbanned => {
@@ -241,7 +233,7 @@ impl Reconciler {
                 }
             }
         }
-        Ok((report, banned))
+        Ok(report)
     }
 }
 
@@ -343,13 +335,14 @@ mod tests {
         // Any number of list polls without it: nothing unbanned, no absence counted; a host
         // new to the list is banned, and returned (once).
         for at in [1100, 1200, 1300] {
-            let banned = r
-                .follow_bans(
+            let rec = r
+                .follow(
                     &list(&["10.0.0.2", "10.0.0.3"]),
                     &store,
                     &health,
                     &checker,
                     at,
+                    Follow::BansOnly,
                 )
                 .await
                 .expect("list poll");
@@ -358,7 +351,8 @@ mod tests {
             } else {
                 vec![]
             };
-            assert_eq!(banned, want);
+            assert_eq!(rec.banned_hosts, want);
+            assert_eq!(rec.unbanned, 0);
             assert_eq!(r.pending(), 0);
         }
         let banned_here: Vec<IpAddr> = store
