@@ -458,8 +458,7 @@ impl AdvancedPoller {
         }
     }
 
-    /// A reconciliation that failed: logged, and noted in the source's health (the cycle goes
-    /// on with the counters of the hosts banned here).
+    /// A reconciliation that failed: logged, and noted in the source's health.
     fn reconcile_failed(&self, e: &StoreError) {
         let msg = format!("reconciling the ban list: {e}");
         tracing::error!(source = ADVANCED, error = %e, "ban-list reconciliation failed");
@@ -468,9 +467,10 @@ impl AdvancedPoller {
 
     /// The ban list alone: hosts it lists that are not banned here are banned, and their
     /// counters asked at once, instead of at the next full poll. Nothing is unbanned (full
-    /// polls count absences), and the source's health is the full polls' to report: a failure
-    /// here is only logged at debug, the next full poll says it loudly.
-    pub async fn poll_list(&mut self) -> PollReport {
+    /// polls count absences). Whether FastNetMon answers is the full polls' to report in the
+    /// source's health: a failed read of the list here is only logged at debug, and the next
+    /// full poll says it loudly.
+    async fn poll_list(&mut self) -> PollReport {
         let started = Instant::now();
         let polled_at = now_ms();
         let mut report = PollReport::default();
