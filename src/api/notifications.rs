@@ -1,5 +1,6 @@
 //! `POST /api/v1/notifications`: FastNetMon's JSON as it sends it (web callback, JSON notify
-//! script, or our notify command forwarding a text-mode call). Answered 2xx only once committed.
+//! script, or our notify command forwarding a text-mode call). Answered 2xx only once durably
+//! stored: committed, or under load in the ingest journal (see `store::record`).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};

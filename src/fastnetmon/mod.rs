@@ -52,7 +52,7 @@ impl Action {
 }
 
 /// Who the notification is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "scope", rename_all = "snake_case")]
 pub enum Scope {
     Host { ip: IpAddr },
@@ -71,7 +71,7 @@ pub struct Traffic {
 
 /// One FastNetMon notification, parsed and normalised. Every field but `action` and `scope` is
 /// optional: FastNetMon versions differ in what they send.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
     pub action: Action,
     #[serde(flatten)]

@@ -221,7 +221,7 @@ impl Store {
         .bind(state)
         .bind(limit)
         .bind(offset)
-        .fetch_all(&self.read)
+        .fetch_all(self.reads().await?)
         .await?)
     }
 
@@ -230,7 +230,7 @@ impl Store {
         Ok(
             sqlx::query_as("SELECT * FROM escalations WHERE prefix = ? ORDER BY id DESC LIMIT 100")
                 .bind(prefix)
-                .fetch_all(&self.read)
+                .fetch_all(self.reads().await?)
                 .await?,
         )
     }
@@ -238,7 +238,7 @@ impl Store {
     pub async fn count_escalations_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
         Ok(
             sqlx::query_as("SELECT state, COUNT(*) FROM escalations GROUP BY state")
-                .fetch_all(&self.read)
+                .fetch_all(self.reads().await?)
                 .await?,
         )
     }

@@ -111,7 +111,7 @@ impl Store {
             q.push(" AND id < ").push_bind(before);
         }
         q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit);
-        Ok(q.build_query_as().fetch_all(&self.read).await?)
+        Ok(q.build_query_as().fetch_all(self.reads().await?).await?)
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
 use super::{Store, StoreError};
@@ -15,7 +15,7 @@ use crate::clock::{serde_time, Millis};
 use crate::fastnetmon::{Notification, Traffic};
 
 /// A notification as it reaches the store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Incoming {
     pub notification: Notification,
     /// When FastNetMon produced it (the notify command stamps it; else the receive time).
@@ -232,7 +232,7 @@ impl Store {
                 "SELECT COUNT(*) FROM traffic_samples WHERE (?1 IS NULL OR ip = ?1)",
             )
             .bind(ip.map(|i| i.to_string()))
-            .fetch_one(&self.read)
+            .fetch_one(self.reads().await?)
             .await?,
         )
     }
@@ -245,7 +245,7 @@ impl Store {
         .bind(&f.state)
         .bind(f.limit)
         .bind(f.offset)
-        .fetch_all(&self.read)
+        .fetch_all(self.reads().await?)
         .await?;
         Ok(rows)
     }
@@ -254,7 +254,7 @@ impl Store {
         Ok(
             sqlx::query_scalar("SELECT COUNT(*) FROM hosts WHERE (?1 IS NULL OR state = ?1)")
                 .bind(state)
-                .fetch_one(&self.read)
+                .fetch_one(self.reads().await?)
                 .await?,
         )
     }
@@ -262,7 +262,7 @@ impl Store {
     pub async fn get_host(&self, ip: IpAddr) -> Result<Option<HostRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM hosts WHERE ip = ?")
             .bind(ip.to_string())
-            .fetch_optional(&self.read)
+            .fetch_optional(self.reads().await?)
             .await?)
     }
 
@@ -271,21 +271,21 @@ impl Store {
             "SELECT * FROM ban_episodes WHERE ip = ? ORDER BY started_at DESC, id DESC LIMIT 100",
         )
         .bind(ip.to_string())
-        .fetch_all(&self.read)
+        .fetch_all(self.reads().await?)
         .await?)
     }
 
     /// The newest sample of each of `ips` (all hosts when `ips` is None).
     pub async fn latest_samples(&self) -> Result<Vec<SampleRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM latest_samples")
-            .fetch_all(&self.read)
+            .fetch_all(self.reads().await?)
             .await?)
     }
 
     pub async fn latest_sample(&self, ip: IpAddr) -> Result<Option<SampleRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM latest_samples WHERE ip = ?")
             .bind(ip.to_string())
-            .fetch_optional(&self.read)
+            .fetch_optional(self.reads().await?)
             .await?)
     }
 
@@ -293,7 +293,7 @@ impl Store {
     pub async fn banned_hosts(&self) -> Result<Vec<HostRow>, StoreError> {
         Ok(
             sqlx::query_as("SELECT * FROM hosts WHERE state = 'banned' ORDER BY banned_at, ip")
-                .fetch_all(&self.read)
+                .fetch_all(self.reads().await?)
                 .await?,
         )
     }
@@ -301,7 +301,7 @@ impl Store {
     /// Number of notifications stored (tests and metrics).
     pub async fn count_notifications(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM notifications")
-            .fetch_one(&self.read)
+            .fetch_one(self.reads().await?)
             .await?)
     }
 }

@@ -2,11 +2,13 @@
 //! connection (SQLite has one writer anyway, and a queue beats lock contention); notifications,
 //! reconciliation, samples and the escalation ledger reach it through the recorder thread
 //! (`record`), everything else through sqlx directly. Reads use a small pool; the reads of every
-//! banned host run with rusqlite (`read`). WAL mode; a write that returned has been committed.
+//! banned host run with rusqlite (`read`). WAL mode; a write that returned has been committed,
+//! or (notifications under load) journaled, and is committed before any read sees the database.
 
 mod escalations;
 mod events;
 mod hosts;
+mod journal;
 mod read;
 mod record;
 
@@ -45,6 +47,8 @@ pub enum StoreError {
     WriterStopped,
     #[error("cannot start the database writer: {0}")]
     Writer(String),
+    #[error("{0}")]
+    Journal(String),
 }
 
 #[derive(Clone)]
@@ -75,6 +79,7 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory");
+        let journal_file = journal_path(database, &opts);
         // Page caches are per connection and count in the resident memory once filled (a
         // checker cycle over 100,000 banned hosts fills them): 8 MiB for the one writer, 2 MiB
         // (SQLite's default) for each reader; the OS page cache holds the rest.
@@ -94,12 +99,28 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.read_only(true).pragma("cache_size", "-2000"))
             .await?;
-        let recorder = record::Recorder::start(write.clone())?;
+        let journal = match journal_file {
+            Some(path) => Some(open_journal(&write, &path).await?),
+            None => None,
+        };
+        let recorder = record::Recorder::start(write.clone(), journal)?;
         Ok(Store {
             write,
             read,
             recorder,
         })
+    }
+
+    /// Waits until every notification acknowledged so far is committed, so that a read on
+    /// another connection sees it (see `journal`); at once when none waits.
+    pub async fn settle(&self) -> Result<(), StoreError> {
+        self.recorder.settle().await
+    }
+
+    /// The read pool, once what was acknowledged before is visible on it.
+    async fn reads(&self) -> Result<&SqlitePool, StoreError> {
+        self.settle().await?;
+        Ok(&self.read)
     }
 
     /// A cheap write that proves the database is writable (for `/readyz`).
@@ -114,6 +135,39 @@ impl Store {
         self.read.close().await;
         self.write.close().await;
     }
+}
+
+/// The ingest journal's file, beside a database on disk (none for one in memory).
+fn journal_path(database: &str, opts: &SqliteConnectOptions) -> Option<std::path::PathBuf> {
+    let file = opts.get_filename();
+    let name = file.to_string_lossy();
+    if database.contains(":memory:") || database.contains("mode=memory") || name.is_empty() {
+        return None;
+    }
+    Some(journal::Journal::path_for(file))
+}
+
+/// Applies what the journal holds past the last commit, then opens it empty.
+async fn open_journal(
+    write: &SqlitePool,
+    path: &std::path::Path,
+) -> Result<journal::Journal, StoreError> {
+    let lock = journal::Journal::lock(path).await?;
+    let entries = journal::Journal::read(path)?;
+    let (applied, last) = record::replay(write, &entries).await.map_err(|e| {
+        StoreError::Journal(format!(
+            "cannot apply the ingest journal {}: {e}",
+            path.display()
+        ))
+    })?;
+    if applied > 0 {
+        tracing::info!(
+            notifications = applied,
+            journal = %path.display(),
+            "acknowledged notifications left uncommitted by the last stop are now committed"
+        );
+    }
+    journal::Journal::create(path, lock, last + 1)
 }
 
 /// JSON-encoded list column helpers.

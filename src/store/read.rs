@@ -25,7 +25,7 @@ pub struct BannedNow {
 impl Store {
     /// Each banned host and since when, oldest ban first.
     pub async fn banned_since(&self) -> Result<Vec<(IpAddr, Millis)>, StoreError> {
-        let mut out = with_read(&self.read, |c| {
+        let mut out = with_read(self.reads().await?, |c| {
             let mut stmt = c.prepare(
                 "SELECT ip, COALESCE(banned_at, state_at) FROM hosts WHERE state = 'banned'",
             )?;
@@ -46,7 +46,7 @@ impl Store {
     /// Every banned host with its newest sample, oldest ban first: what a checker cycle
     /// decides on, in one read.
     pub async fn banned_now(&self) -> Result<Vec<BannedNow>, StoreError> {
-        let mut out = with_read(&self.read, |c| {
+        let mut out = with_read(self.reads().await?, |c| {
             let mut stmt = c.prepare(
                 "SELECT h.ip, COALESCE(h.banned_at, h.state_at),
                         s.at, s.in_bps, s.out_bps, s.in_pps, s.out_pps

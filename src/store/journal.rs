@@ -1,0 +1,339 @@
+//! The ingest journal: notifications acknowledged before their rows are committed.
+//!
+//! Under load the recorder applies each group of notifications inside a transaction that stays
+//! open across groups (one commit per `HOLD` instead of one per group: most of a commit's cost
+//! is writing every page it dirtied to the WAL, and pages touched by many groups are then
+//! written once). A group's callers are answered once the group is appended here, in one
+//! `write`: like a WAL commit with `synchronous = NORMAL`, that survives `kill -9` of the
+//! service (the data is in the kernel's page cache), not a power loss.
+//!
+//! Each entry carries a sequence number; the transaction that commits entries also stores the
+//! last one's number (`journal_applied`), and the file is emptied after every commit. At start
+//! the entries past the stored number, those a crash left uncommitted, are applied again, in
+//! order, before anything else is recorded. An entry cut short (a write interrupted by a power
+//! loss) ends the readable part of the file: it was never acknowledged.
+//!
+//! Frame: `len: u32 LE | crc32c(seq ++ body): u32 LE | seq: u64 LE | body` (JSON of the entry).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Incoming, StoreError};
+
+const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+const HEADER: usize = 16;
+/// No entry is this large (request bodies are limited far below it): a length past it is a
+/// damaged frame.
+const MAX_ENTRY: usize = 64 << 20;
+
+/// An acknowledged notification as journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Entry {
+    pub seq: u64,
+    pub incoming: Incoming,
+}
+
+/// The journal file, open for appending.
+pub(super) struct Journal {
+    path: PathBuf,
+    file: File,
+    /// Bytes of whole entries in the file: where the next one goes.
+    len: u64,
+    /// The next entry's sequence number.
+    next: u64,
+    /// An append failed and the file could not be cut back to its last whole entry: nothing is
+    /// appended after the damage until a commit has emptied the file.
+    damaged: bool,
+}
+
+impl Journal {
+    /// The journal beside the database at `database` (a file path).
+    pub fn path_for(database: &Path) -> PathBuf {
+        let mut name = database.as_os_str().to_owned();
+        name.push("-ingest-journal");
+        PathBuf::from(name)
+    }
+
+    /// Reads the readable entries of the journal at `path` (none if there is no file).
+    pub fn read(path: &Path) -> Result<Vec<Entry>, StoreError> {
+        let mut bytes = Vec::new();
+        match File::open(path) {
+            Ok(mut f) => {
+                f.read_to_end(&mut bytes)
+                    .map_err(|e| journal_error(path, "cannot read", e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(journal_error(path, "cannot open", e)),
+        }
+        Ok(decode(&bytes, path))
+    }
+
+    /// Opens (creating) the journal at `path` for appending and takes an exclusive lock on it,
+    /// waiting up to 5 s for one held by a service that is stopping: two services on one
+    /// database would empty each other's journal.
+    pub async fn lock(path: &Path) -> Result<File, StoreError> {
+        use std::os::fd::AsRawFd;
+        // Appending: after `set_len` (emptying, or cutting a failed write back) the next write
+        // goes at the new end, not at the old offset.
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| journal_error(path, "cannot open", e))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            // SAFETY: `flock` on a descriptor this function owns; no memory is shared.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(file);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(journal_error(path, "cannot lock", e));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(StoreError::Journal(format!(
+                    "the ingest journal {} is locked: another fnm-escalator uses this database",
+                    path.display()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The journal at `path`, open and locked as `file` (see `lock`), emptied, numbering
+    /// entries from `next`.
+    pub fn create(path: &Path, file: File, next: u64) -> Result<Journal, StoreError> {
+        file.set_len(0)
+            .map_err(|e| journal_error(path, "cannot empty", e))?;
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file,
+            len: 0,
+            next,
+            damaged: false,
+        })
+    }
+
+    /// Whether appends are possible (see `damaged`).
+    pub fn usable(&self) -> bool {
+        !self.damaged
+    }
+
+    /// Appends `incoming`, in order, in one write; returns the last entry's number. On failure
+    /// the file is cut back to what it held before, so a failed group leaves no trace.
+    pub fn append<'a>(
+        &mut self,
+        incoming: impl IntoIterator<Item = &'a Incoming>,
+    ) -> Result<u64, StoreError> {
+        let mut buf = Vec::with_capacity(4096);
+        let mut seq = self.next;
+        for inc in incoming {
+            encode(&mut buf, seq, inc)?;
+            seq += 1;
+        }
+        let written = self.file.write_all(&buf);
+        if let Err(e) = written {
+            // A short write leaves part of a frame; later frames after it would be unreadable.
+            if self.file.set_len(self.len).is_err() {
+                self.damaged = true;
+            }
+            return Err(journal_error(&self.path, "cannot append to", e));
+        }
+        self.len += buf.len() as u64;
+        self.next = seq;
+        Ok(seq - 1)
+    }
+
+    /// Empties the file once its entries are committed. A failure leaves entries the next
+    /// start skips (their numbers are committed), so it only costs space; it is logged.
+    pub fn clear(&mut self) {
+        match self.file.set_len(0) {
+            Ok(()) => {
+                self.len = 0;
+                self.damaged = false;
+            }
+            Err(e) => tracing::warn!(
+                journal = %self.path.display(),
+                error = %e,
+                "cannot empty the ingest journal; it only takes space until the next commit"
+            ),
+        }
+    }
+}
+
+fn encode(buf: &mut Vec<u8>, seq: u64, incoming: &Incoming) -> Result<(), StoreError> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER]);
+    serde_json::to_writer(&mut *buf, &EntryRef { seq, incoming })
+        .map_err(|e| StoreError::Journal(format!("cannot encode an entry: {e}")))?;
+    let body_len = buf.len() - start - HEADER;
+    let len = u32::try_from(body_len)
+        .ok()
+        .filter(|&l| (l as usize) <= MAX_ENTRY)
+        .ok_or_else(|| StoreError::Journal("an entry is too large".into()))?;
+    let seq_bytes = seq.to_le_bytes();
+    let mut digest = CRC.digest();
+    digest.update(&seq_bytes);
+    digest.update(&buf[start + HEADER..]);
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buf[start + 4..start + 8].copy_from_slice(&digest.finalize().to_le_bytes());
+    buf[start + 8..start + 16].copy_from_slice(&seq_bytes);
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    seq: u64,
+    incoming: &'a Incoming,
+}
+
+/// The whole frames at the start of `bytes`; stops at the first damaged one.
+fn decode(bytes: &[u8], path: &Path) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while bytes.len() - at >= HEADER {
+        let word = |i: usize| {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&bytes[at + i..at + i + 4]);
+            u32::from_le_bytes(w)
+        };
+        let len = word(0) as usize;
+        let crc = word(4);
+        let mut seq_bytes = [0u8; 8];
+        seq_bytes.copy_from_slice(&bytes[at + 8..at + 16]);
+        if len > MAX_ENTRY || bytes.len() - at - HEADER < len {
+            break;
+        }
+        let body = &bytes[at + HEADER..at + HEADER + len];
+        let mut digest = CRC.digest();
+        digest.update(&seq_bytes);
+        digest.update(body);
+        if digest.finalize() != crc {
+            break;
+        }
+        match serde_json::from_slice::<Entry>(body) {
+            Ok(e) if e.seq == u64::from_le_bytes(seq_bytes) => out.push(e),
+            _ => break,
+        }
+        at += HEADER + len;
+    }
+    if at < bytes.len() {
+        tracing::warn!(
+            journal = %path.display(),
+            ignored_bytes = bytes.len() - at,
+            "the ingest journal ends in a damaged entry (a write cut short); it was never acknowledged"
+        );
+    }
+    out
+}
+
+fn journal_error(path: &Path, what: &str, e: std::io::Error) -> StoreError {
+    StoreError::Journal(format!("{what} the ingest journal {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fastnetmon::notification::parse_json;
+
+    fn incoming(body: &str, key: Option<&str>) -> Incoming {
+        Incoming {
+            notification: parse_json(body.as_bytes()).expect("parse"),
+            observed_at: 1_764_000_000_000,
+            received_at: 1_764_000_000_005,
+            idempotency_key: key.map(str::to_string),
+            source: "web_callback".into(),
+            actor: "fastnetmon".into(),
+            payload: body.into(),
+        }
+    }
+
+    fn samples() -> Vec<Incoming> {
+        let mut out = Vec::new();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/advanced");
+        for entry in std::fs::read_dir(dir).expect("fixtures").flatten() {
+            let p = entry.path();
+            if p.extension().is_some_and(|e| e == "json") {
+                let body = std::fs::read_to_string(&p).expect("read");
+                if parse_json(body.as_bytes()).is_ok() {
+                    out.push(incoming(&body, None));
+                }
+            }
+        }
+        out.push(incoming(
+            r#"{"ip":"2001:db8::7","action":"unban","alert_scope":"host"}"#,
+            Some("k-1"),
+        ));
+        out
+    }
+
+    fn fresh(path: &Path, next: u64) -> Journal {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open");
+        Journal::create(path, file, next).expect("create")
+    }
+
+    #[test]
+    fn entries_read_back_as_written_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j");
+        let all = samples();
+        assert!(all.len() > 3, "fixtures found: {}", all.len());
+        let mut j = fresh(&path, 41);
+        assert_eq!(j.append(&all[..2]).expect("append"), 42);
+        assert_eq!(j.append(&all[2..]).expect("append"), 40 + all.len() as u64);
+        let back = Journal::read(&path).expect("read");
+        let seqs: Vec<u64> = back.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (41..41 + all.len() as u64).collect::<Vec<_>>());
+        let incs: Vec<Incoming> = back.into_iter().map(|e| e.incoming).collect();
+        assert_eq!(incs, all);
+    }
+
+    #[test]
+    fn a_cut_or_damaged_tail_ends_what_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j");
+        let all = samples();
+        let mut j = fresh(&path, 1);
+        j.append(&all[..3]).expect("append");
+        let whole = std::fs::read(&path).expect("read");
+        // Cut in the middle of the third entry: two are read.
+        std::fs::write(&path, &whole[..whole.len() - 5]).expect("write");
+        assert_eq!(Journal::read(&path).expect("read").len(), 2);
+        // A flipped byte in the second entry's body: one is read.
+        let mut bad = whole.clone();
+        let second = HEADER
+            + u32::from_le_bytes([whole[0], whole[1], whole[2], whole[3]]) as usize
+            + HEADER
+            + 3;
+        bad[second] ^= 0x20;
+        std::fs::write(&path, &bad).expect("write");
+        assert_eq!(Journal::read(&path).expect("read").len(), 1);
+        // Garbage, and no file at all: nothing.
+        std::fs::write(&path, b"not a journal at all").expect("write");
+        assert!(Journal::read(&path).expect("read").is_empty());
+        std::fs::remove_file(&path).expect("rm");
+        assert!(Journal::read(&path).expect("read").is_empty());
+    }
+
+    #[test]
+    fn clearing_empties_the_file_and_numbering_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j");
+        let all = samples();
+        let mut j = fresh(&path, 1);
+        j.append(&all[..2]).expect("append");
+        j.clear();
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), 0);
+        assert_eq!(j.append(&all[2..3]).expect("append"), 3);
+        let back = Journal::read(&path).expect("read");
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].seq, 3);
+    }
+}
