@@ -426,6 +426,73 @@ async fn acknowledged_notifications_survive_sigkill() {
     drop(svc);
 }
 
+/// SIGKILL the moment the last answer of a burst is in: under load groups are answered once
+/// they are in the ingest journal, before their commit; the next start applies them. Every
+/// acknowledged ban is there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_answered_before_their_commit_survive_sigkill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = crate::support::app::test_config(dir.path());
+    let addr = free_addr();
+    config.server.listen = addr;
+    let cfg_path = write_config(&config, dir.path());
+    let mut svc = Service::start(&cfg_path, addr, &dir.path().join("serve1.log"));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(64)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let url = format!("{}/api/v1/notifications", svc.url);
+    let mut tasks = Vec::new();
+    for c in 0..64u32 {
+        let http = http.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..40u32 {
+                let ip = format!("10.77.{}.{}", c, i + 1);
+                let body = json!({"ip": ip, "action": "ban", "alert_scope": "host"});
+                let r = http.post(&url).bearer_auth(NOTIFY).json(&body).send().await;
+                let Ok(r) = r else { continue };
+                if r.status().is_success() {
+                    let v: Value = r.json().await.unwrap_or(Value::Null);
+                    acked.push((ip, v["id"].as_i64()));
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.expect("task"));
+    }
+    svc.kill9();
+    assert_eq!(acked.len(), 64 * 40, "every notification was answered");
+
+    let svc = Service::start(&cfg_path, addr, &dir.path().join("serve2.log"));
+    let log = std::fs::read_to_string(dir.path().join("serve2.log")).unwrap_or_default();
+    eprintln!(
+        "after the kill: {}",
+        log.lines()
+            .find(|l| l.contains("left uncommitted by the last stop"))
+            .unwrap_or("nothing was left in the ingest journal")
+    );
+    for (ip, id) in &acked {
+        let r = http
+            .get(format!("{}/api/v1/hosts/{ip}", svc.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200, "acknowledged ban of {ip} lost");
+        let host: Value = r.json().await.expect("json");
+        assert_eq!(host["state"], "banned", "{ip}");
+        assert!(id.is_some(), "{ip} was answered with its id");
+    }
+    drop(svc);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_spools_while_the_service_is_down_and_delivers_later_in_order_once() {
     let dir = tempfile::tempdir().expect("tempdir");

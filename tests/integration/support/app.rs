@@ -251,14 +251,17 @@ impl Service {
             child,
             url: format!("http://{addr}"),
         };
+        // The socket listens (and the kernel accepts connections) before the service has
+        // opened its database, which at a start after `kill -9` includes applying the ingest
+        // journal: wait for an answer, not for the port.
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            if healthz_answers(addr) {
                 return svc;
             }
             std::thread::sleep(Duration::from_millis(30));
         }
-        panic!("service did not start listening on {addr}");
+        panic!("service did not answer /healthz on {addr}");
     }
 
     /// `GET path` with the admin token; the JSON body.
@@ -283,6 +286,23 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Whether `GET /healthz` at `addr` answers 200 (within a second).
+fn healthz_answers(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100))
+    else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+    let request = format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    if conn.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released).
