@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::auth::Tokens;
-use crate::api::AppState;
+use crate::api::{AppState, Shared};
 use crate::bgp::Speaker;
 use crate::checker::{Checker, CheckerHandle};
 use crate::config::{Backend, Config};
@@ -144,7 +144,7 @@ pub async fn run_with(
         stop_rx,
     )));
 
-    let state = AppState {
+    let state = AppState::new(Shared {
         config: config.clone(),
         policy,
         store: store.clone(),
@@ -152,7 +152,7 @@ pub async fn run_with(
         checker: handle,
         speaker,
         sources,
-    };
+    });
     if state.tokens.is_open() {
         tracing::warn!(
             "no auth.tokens configured: the API is open to anyone who can reach {}",

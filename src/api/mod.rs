@@ -36,9 +36,28 @@ use crate::store::Store;
 use auth::Tokens;
 use error::ApiError;
 
-/// What every handler can reach.
+/// What every handler can reach, behind one `Arc`: axum clones the state for every request,
+/// and a clone of each field was a dozen atomic increments (and as many decrements) shared
+/// between the cores, about 1.5% of the service's time at 25,000 notifications/s.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The state's fields (see `AppState`).
+pub struct Shared {
     pub config: Arc<Config>,
     pub policy: Arc<Policy>,
     pub store: Store,
