@@ -1145,6 +1145,33 @@ mod tests {
         assert_eq!(dump(&grouped).await, dump(&single).await);
     }
 
+    /// A journal at `path` (standing in for the service's), numbering from 1.
+    fn side_journal(path: &std::path::Path) -> Journal {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("side journal");
+        Journal::create(path, file, 1).expect("journal")
+    }
+
+    /// A group of bans (observed at 10) waiting for the recorder, and their answers.
+    fn waiting_bans(
+        ips: &[&str],
+    ) -> (
+        Vec<Waiting>,
+        Vec<oneshot::Receiver<Result<Recorded, StoreError>>>,
+    ) {
+        let mut group: Vec<Waiting> = Vec::new();
+        let mut answers = Vec::new();
+        for ip in ips {
+            let (reply, answer) = oneshot::channel();
+            group.push((Box::new(note(ip, "ban", 10, None)), reply));
+            answers.push(answer);
+        }
+        (group, answers)
+    }
+
     #[tokio::test]
     async fn a_failing_notification_fails_alone() {
         // Committed before the answers, and (under load) answered from the journal.
@@ -1160,23 +1187,9 @@ mod tests {
             .execute(&store.write)
             .await
             .expect("seed");
-            let journal = journaled.then(|| {
-                let side = dir.path().join("side");
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&side)
-                    .expect("side");
-                Journal::create(&side, file, 1).expect("journal")
-            });
+            let journal = journaled.then(|| side_journal(&dir.path().join("side")));
             let mut ingest = Ingest::new(journal);
-            let mut group: Vec<Waiting> = Vec::new();
-            let mut answers = Vec::new();
-            for ip in ["10.2.0.1", "10.9.9.9", "10.2.0.2"] {
-                let (reply, answer) = oneshot::channel();
-                group.push((Box::new(note(ip, "ban", 10, None)), reply));
-                answers.push(answer);
-            }
+            let (mut group, answers) = waiting_bans(&["10.2.0.1", "10.9.9.9", "10.2.0.2"]);
             with_db(&store.write, |db| {
                 record_notifications(db, &mut group, &mut ingest, journaled);
                 // A failed group is recorded one by one, each committed: nothing waits in the
@@ -1250,19 +1263,8 @@ mod tests {
         // Another journal file stands in for the service's: this one is written and never
         // committed, as if the process had died after the answers.
         let side = dir.path().join("side");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&side)
-            .expect("side");
-        let mut ingest = Ingest::new(Some(Journal::create(&side, file, 1).expect("journal")));
-        let mut group: Vec<Waiting> = Vec::new();
-        let mut answers = Vec::new();
-        for ip in ["10.3.0.1", "10.3.0.2", "10.3.0.3"] {
-            let (reply, answer) = oneshot::channel();
-            group.push((Box::new(note(ip, "ban", 10, None)), reply));
-            answers.push(answer);
-        }
+        let mut ingest = Ingest::new(Some(side_journal(&side)));
+        let (mut group, answers) = waiting_bans(&["10.3.0.1", "10.3.0.2", "10.3.0.3"]);
         with_db(&store.write, |db| {
             record_notifications(db, &mut group, &mut ingest, true);
             assert!(ingest.open, "answered before the commit");
