@@ -337,8 +337,6 @@ struct Ingest {
     kept: Vec<Incoming>,
     /// The last journal entry in the open transaction.
     last_seq: Option<u64>,
-    /// A commit failed: `kept` must be applied again before anything else is recorded.
-    recover: bool,
     uncommitted: Arc<AtomicBool>,
 }
 
@@ -349,7 +347,6 @@ impl Ingest {
             open: false,
             kept: Vec::new(),
             last_seq: None,
-            recover: false,
             uncommitted: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -371,19 +368,24 @@ impl Ingest {
     /// is applied again in a transaction of its own; until that succeeds nothing else is
     /// recorded (the order of notifications is the order of their outcomes).
     fn commit(&mut self, db: &Db<'_>) -> Result<(), StoreError> {
-        match self.commit_open(db) {
-            Ok(()) if !self.recover => Ok(()),
-            Ok(()) => self.reapply(db),
-            Err(e) if self.recover => {
-                tracing::warn!(error = %e, notifications = self.kept.len(), "committing acknowledged notifications failed; applying them again");
-                self.reapply(db)
+        if let Err(e) = self.commit_open(db) {
+            if !self.recovering() {
+                return Err(e);
             }
-            Err(e) => Err(e),
+            tracing::warn!(error = %e, notifications = self.kept.len(), "committing acknowledged notifications failed; applying them again");
         }
+        self.reapply_if_needed(db)
+    }
+
+    /// A commit failed (or the open transaction was rolled back) with notifications in it that
+    /// were acknowledged through the journal: they must be applied again before anything else
+    /// is recorded.
+    fn recovering(&self) -> bool {
+        !self.open && !self.kept.is_empty()
     }
 
     /// Commits the open transaction, if any; if that fails, rolls it back, and what the journal
-    /// acknowledged in it is to be applied again (`recover`).
+    /// acknowledged in it is to be applied again (`recovering`).
     fn commit_open(&mut self, db: &Db<'_>) -> Result<(), StoreError> {
         if !self.open {
             return Ok(());
@@ -400,7 +402,6 @@ impl Ingest {
             }
             Err(e) => {
                 rollback(db);
-                self.recover = !self.kept.is_empty();
                 Err(e)
             }
         }
@@ -423,7 +424,6 @@ impl Ingest {
                     notifications = self.kept.len(),
                     "acknowledged notifications committed on a second attempt"
                 );
-                self.recover = false;
                 self.committed();
                 Ok(())
             }
@@ -441,14 +441,11 @@ impl Ingest {
     /// is to be applied again.
     fn abandon(&mut self, db: &Db<'_>) {
         rollback(db);
-        if self.open {
-            self.open = false;
-            self.recover = !self.kept.is_empty();
-        }
+        self.open = false;
     }
 
     fn reapply_if_needed(&mut self, db: &Db<'_>) -> Result<(), StoreError> {
-        if self.recover {
+        if self.recovering() {
             self.reapply(db)
         } else {
             Ok(())
