@@ -13,7 +13,6 @@ mod read;
 mod record;
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -59,7 +58,7 @@ pub struct Store {
     /// Notifications, samples and ledger writes go through here, in order (see `record`).
     recorder: record::Recorder,
     /// Stops when the last clone of the store is dropped.
-    _checkpointer: Option<Arc<Checkpointer>>,
+    _checkpointer: Option<Checkpointer>,
 }
 
 /// How often the checkpointer copies the WAL into the database.
@@ -73,7 +72,9 @@ const BACKSTOP_PAGES: &str = "10000";
 /// commit per 50 ms under load, that was nearly every commit, and target 2's p99 was 17–24 ms
 /// against 6.8 ms without it (see BENCHMARKS.md). A passive checkpoint on another connection
 /// runs beside the writer.
+#[derive(Clone)]
 struct Checkpointer {
+    /// The thread ends when the last clone of this is dropped.
     _stop: std::sync::mpsc::Sender<()>,
 }
 
@@ -157,7 +158,7 @@ impl Store {
         let (journal, checkpointer) = match journal_file {
             Some(path) => (
                 Some(open_journal(&write, &path).await?),
-                Some(Arc::new(Checkpointer::start(&db_file)?)),
+                Some(Checkpointer::start(&db_file)?),
             ),
             None => (None, None),
         };
