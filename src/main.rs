@@ -8,6 +8,14 @@ use fnm_escalator::cli::{check_config, notify, Cli, Command};
 use fnm_escalator::config::Config;
 use serde_json::{json, Value};
 
+/// mimalloc instead of the C library's malloc. A notification is allocated on an HTTP worker and
+/// freed on the recorder thread (its answer the other way round); glibc then takes the other
+/// thread's arena lock for each free, and under a carpet-bombing load the allocator and those
+/// locks' futex wake-ups were a fifth of the service's time (see BENCHMARKS.md). mimalloc frees
+/// across threads without a lock.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Logs go to stderr (journald under systemd) from a thread of their own: a request that logs
 /// only queues its line, so a slow or stalled log reader no longer holds up the handlers, and
 /// a burst of bans costs a write per batch of lines, not per line. Nothing is dropped: with
@@ -71,27 +79,88 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-/// glibc gives each thread that allocates its own arena (up to 8 per core), and a freed arena's
-/// memory stays resident until that arena is reused: a checker cycle over 100,000 banned hosts
-/// on one thread, a `/write` of 10,000 hosts on another, and the recorder on a third each
-/// kept tens of MiB. Two arenas are plenty for a service whose allocations are small and
-/// short-lived; `MALLOC_ARENA_MAX` in the environment still overrides this.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
+/// SQLite's memory from the service's allocator too, and without SQLite's memory statistics
+/// (on by default: every allocation SQLite makes then takes one process-wide mutex; nothing here
+/// reads them). Under ingest load the recorder spent 8% of its time in glibc's malloc and that
+/// mutex. Must run before SQLite is first used; if it is too late, SQLite keeps its defaults and
+/// says so (SQLITE_MISUSE), which is logged and otherwise harmless.
+mod sqlite_memory {
+    use std::os::raw::{c_int, c_void};
+
+    use rusqlite::ffi;
+
+    extern "C" {
+        // mimalloc's C API, linked in with the global allocator above.
+        fn mi_malloc(size: usize) -> *mut c_void;
+        fn mi_realloc(p: *mut c_void, size: usize) -> *mut c_void;
+        fn mi_free(p: *mut c_void);
+        fn mi_usable_size(p: *const c_void) -> usize;
+    }
+
+    fn size(n: c_int) -> usize {
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    unsafe extern "C" fn x_malloc(n: c_int) -> *mut c_void {
+        mi_malloc(size(n))
+    }
+
+    unsafe extern "C" fn x_free(p: *mut c_void) {
+        mi_free(p)
+    }
+
+    unsafe extern "C" fn x_realloc(p: *mut c_void, n: c_int) -> *mut c_void {
+        mi_realloc(p, size(n))
+    }
+
+    unsafe extern "C" fn x_size(p: *mut c_void) -> c_int {
+        c_int::try_from(mi_usable_size(p)).unwrap_or(c_int::MAX)
+    }
+
+    unsafe extern "C" fn x_roundup(n: c_int) -> c_int {
+        n.checked_add(7).map_or(n, |m| m & !7)
+    }
+
+    unsafe extern "C" fn x_init(_: *mut c_void) -> c_int {
+        ffi::SQLITE_OK
+    }
+
+    unsafe extern "C" fn x_shutdown(_: *mut c_void) {}
+
+    /// Call on the main thread before any other thread starts (`sqlite3_config` is not
+    /// thread-safe and only allowed before SQLite initialises).
+    pub fn configure() -> Result<(), String> {
+        let methods = ffi::sqlite3_mem_methods {
+            xMalloc: Some(x_malloc),
+            xFree: Some(x_free),
+            xRealloc: Some(x_realloc),
+            xSize: Some(x_size),
+            xRoundup: Some(x_roundup),
+            xInit: Some(x_init),
+            xShutdown: Some(x_shutdown),
+            pAppData: std::ptr::null_mut(),
+        };
+        // SAFETY: called once from `serve` before the runtime and its threads exist, so no
+        // other SQLite call runs concurrently; SQLite copies `methods` before returning.
+        let rc = unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_MALLOC, &methods as *const _) };
+        if rc != ffi::SQLITE_OK {
+            return Err(format!("SQLITE_CONFIG_MALLOC: error {rc}"));
         }
+        // SAFETY: as above.
+        let rc = unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int) };
+        if rc != ffi::SQLITE_OK {
+            return Err(format!("SQLITE_CONFIG_MEMSTATUS: error {rc}"));
+        }
+        Ok(())
     }
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
-
 fn serve(config: Option<std::path::PathBuf>, log_json: bool) -> Result<(), String> {
-    limit_malloc_arenas();
+    let sqlite_memory = sqlite_memory::configure();
     let _flush_logs = init_logging(log_json);
+    if let Err(e) = sqlite_memory {
+        tracing::warn!("SQLite keeps its own allocator: {e}");
+    }
     let config = Config::load(config.as_deref()).map_err(|e| e.to_string())?;
     let rt = runtime(true)?;
     rt.block_on(async {
