@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Incoming, StoreError};
 
-const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+/// Slice-by-16: every acknowledged notification's frame is summed on the recorder thread, and
+/// the byte-at-a-time table was 4% of that thread's time under load.
+const CRC: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
 const HEADER: usize = 16;
 /// No entry is this large (request bodies are limited far below it): a length past it is a
 /// damaged frame.
