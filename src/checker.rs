@@ -28,7 +28,9 @@ const LARGE_WORLD: usize = 10_000;
 
 /// glibc keeps what a thread frees in that thread's arena, resident; a cycle over 100,000
 /// banned hosts (carpet bombing) frees tens of MiB across the runtime's threads, which would
-/// otherwise stay in the process's resident memory until the next such cycle reuses it.
+/// otherwise stay in the process's resident memory until the next such cycle reuses it. (The
+/// service binary allocates with jemalloc, whose background thread hands memory back by itself;
+/// this is for the library under glibc's malloc, as in the tests.)
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn release_freed_memory() {
     // SAFETY: malloc_trim only returns free pages of glibc's heaps to the kernel; it takes no

@@ -8,13 +8,20 @@ use fnm_escalator::cli::{check_config, notify, Cli, Command};
 use fnm_escalator::config::Config;
 use serde_json::{json, Value};
 
-/// mimalloc instead of the C library's malloc. A notification is allocated on an HTTP worker and
+/// jemalloc instead of the C library's malloc. A notification is allocated on an HTTP worker and
 /// freed on the recorder thread (its answer the other way round); glibc then takes the other
 /// thread's arena lock for each free, and under a carpet-bombing load the allocator and those
-/// locks' futex wake-ups were a fifth of the service's time (see BENCHMARKS.md). mimalloc frees
-/// across threads without a lock.
+/// locks' futex wake-ups were a fifth of the service's time (see BENCHMARKS.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its first allocation (before `main`). A background thread gives
+/// freed memory back to the system a second after it was last used, so the resident size
+/// follows the load down when a burst is over; `_RJEM_MALLOC_CONF` in the environment still
+/// overrides this.
+#[export_name = "_rjem_malloc_conf"]
+static MALLOC_CONF: Option<&'static u8> =
+    Some(&b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0]);
 
 /// Logs go to stderr (journald under systemd) from a thread of their own: a request that logs
 /// only queues its line, so a slow or stalled log reader no longer holds up the handlers, and
@@ -89,32 +96,26 @@ mod sqlite_memory {
 
     use rusqlite::ffi;
 
-    extern "C" {
-        // mimalloc's C API, linked in with the global allocator above.
-        fn mi_malloc(size: usize) -> *mut c_void;
-        fn mi_realloc(p: *mut c_void, size: usize) -> *mut c_void;
-        fn mi_free(p: *mut c_void);
-        fn mi_usable_size(p: *const c_void) -> usize;
-    }
+    use tikv_jemalloc_sys::{free, malloc, malloc_usable_size, realloc};
 
     fn size(n: c_int) -> usize {
         usize::try_from(n).unwrap_or(0)
     }
 
     unsafe extern "C" fn x_malloc(n: c_int) -> *mut c_void {
-        mi_malloc(size(n))
+        malloc(size(n))
     }
 
     unsafe extern "C" fn x_free(p: *mut c_void) {
-        mi_free(p)
+        free(p)
     }
 
     unsafe extern "C" fn x_realloc(p: *mut c_void, n: c_int) -> *mut c_void {
-        mi_realloc(p, size(n))
+        realloc(p, size(n))
     }
 
     unsafe extern "C" fn x_size(p: *mut c_void) -> c_int {
-        c_int::try_from(mi_usable_size(p)).unwrap_or(c_int::MAX)
+        c_int::try_from(malloc_usable_size(p)).unwrap_or(c_int::MAX)
     }
 
     unsafe extern "C" fn x_roundup(n: c_int) -> c_int {
