@@ -282,3 +282,127 @@ pub(crate) async fn open_temp() -> (tempfile::TempDir, Store) {
         .expect("open");
     (dir, store)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{EventFilter, Incoming, Outcome};
+
+    /// A database made before 20261127000001 (fewer writes per notification) keeps its rows,
+    /// ids and guarantees through it.
+    #[tokio::test]
+    async fn rebuilt_tables_keep_their_rows_and_guarantees() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        let url = format!("sqlite:{}?mode=rwc", path.display());
+        {
+            let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
+            let before = sqlx::migrate::Migrator {
+                migrations: MIGRATOR
+                    .migrations
+                    .iter()
+                    .filter(|m| m.version < 20261127000001)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .into(),
+                ..sqlx::migrate::Migrator::DEFAULT
+            };
+            before.run(&pool).await.expect("the older migrations");
+            sqlx::query(
+                "INSERT INTO notifications (received_at, observed_at, idempotency_key, source,
+                     actor, action, scope, ip, outcome, payload)
+                 VALUES (1, 1, 'key-1', 'spool', 'fastnetmon', 'ban', 'host', '10.1.1.1', 'banned', '{}'),
+                        (2, 2, NULL, 'web_callback', 'fastnetmon', 'ban', 'host', '10.1.1.2', 'banned', '{}'),
+                        (3, 3, NULL, 'web_callback', 'fastnetmon', 'ban', 'host', '10.1.1.3', 'banned', '{}');
+                 INSERT INTO events (at, actor, kind, ip, message) VALUES
+                     (1, 'fastnetmon', 'notification', '10.1.1.1', 'one'),
+                     (2, 'fastnetmon', 'notification', '10.1.1.2', 'two'),
+                     (3, 'checker', 'escalate', NULL, 'three');
+                 INSERT INTO latest_samples VALUES ('10.1.1.1', 5, 'influxdb', 8, 0, 1, 0);",
+            )
+            .execute(&pool)
+            .await
+            .expect("rows of the older schema");
+            pool.close().await;
+        }
+        let store = Store::open(path.to_str().expect("path"))
+            .await
+            .expect("migrated");
+        assert_eq!(store.count_notifications().await.expect("count"), 3);
+        let events = store
+            .events(&EventFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("events");
+        let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [3, 2, 1]);
+        let sample = store
+            .latest_sample("10.1.1.1".parse().expect("ip"))
+            .await
+            .expect("sample")
+            .expect("kept");
+        assert_eq!((sample.at, sample.in_bps), (5, 8));
+        // A key stored before still makes its redelivery a no-op; keyless notifications are
+        // stored each time.
+        let ban = |ip: &str, key: Option<&str>| Incoming {
+            notification: crate::fastnetmon::notification::parse_json(
+                format!(r#"{{"ip":"{ip}","action":"ban","alert_scope":"host"}}"#).as_bytes(),
+            )
+            .expect("ban"),
+            observed_at: 10,
+            received_at: 10,
+            idempotency_key: key.map(String::from),
+            source: "spool".into(),
+            actor: "fastnetmon".into(),
+            payload: "{}".into(),
+        };
+        let again = store
+            .record_notification(ban("10.1.1.1", Some("key-1")))
+            .await
+            .expect("redelivery");
+        assert_eq!((again.id, again.outcome), (Some(1), Outcome::Duplicate));
+        for _ in 0..2 {
+            let r = store
+                .record_notification(ban("10.1.1.4", None))
+                .await
+                .expect("keyless");
+            assert_ne!(r.outcome, Outcome::Duplicate);
+        }
+        let fresh = store
+            .record_notification(ban("10.1.1.5", Some("key-2")))
+            .await
+            .expect("a new key");
+        assert_eq!(fresh.id, Some(6));
+        // New events continue past the old ids, and the log is still append-only.
+        let events = store
+            .events(&EventFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("events");
+        assert_eq!(events.len(), 6);
+        assert!(events.iter().take(3).all(|e| e.id > 3));
+        // The key lookup still uses an index (the partial one).
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "EXPLAIN QUERY PLAN SELECT id FROM notifications WHERE idempotency_key = 'key-1'",
+        )
+        .fetch_all(&store.write)
+        .await
+        .expect("plan");
+        assert!(
+            plan.iter()
+                .any(|p| p.3.contains("INDEX notifications_idempotency_key")),
+            "{plan:?}"
+        );
+        for sql in ["UPDATE events SET message = 'x'", "DELETE FROM events"] {
+            assert!(
+                sqlx::query(sql).execute(&store.write).await.is_err(),
+                "{sql}"
+            );
+        }
+        store.close().await;
+    }
+}

@@ -724,8 +724,10 @@ fn record_one(db: &Db<'_>, inc: &Incoming, reason: Option<&str>) -> Result<Recor
         Scope::Hostgroup { .. } => (Outcome::RecordedOnly, None),
     };
     let mut wake = matches!(outcome, Outcome::Banned | Outcome::Unbanned);
-    // Traffic at detection time is a sample like any other; attack_status does not refresh
-    // it (FastNetMon sends the detection-time figures again) and unban carries none.
+    // Traffic at detection time is a sample like any other for the decision; attack_status
+    // does not refresh it (FastNetMon sends the detection-time figures again) and unban
+    // carries none. It has no history row: the figures are in the notification's own row and
+    // its audit event already, and a burst of bans paid for a third copy of each.
     if let (Some(ip), Some(traffic)) = (ip, n.traffic) {
         if matches!(n.action, Action::Ban | Action::AttackDetails) && outcome != Outcome::Stale {
             let sample = SampleIn {
@@ -734,7 +736,7 @@ fn record_one(db: &Db<'_>, inc: &Incoming, reason: Option<&str>) -> Result<Recor
                 source: "notification".into(),
                 traffic,
             };
-            insert_sample(db, &sample, 0)?;
+            upsert_latest(db, &sample)?;
             wake = true;
         }
     }
@@ -913,7 +915,6 @@ fn apply_to_host(db: &Db<'_>, inc: &Incoming, ip: IpAddr) -> Result<Outcome, Sto
 /// unless one of the host is younger than `history_every` ms (0: always).
 fn insert_sample(db: &Db<'_>, s: &SampleIn, history_every: Millis) -> Result<(), StoreError> {
     let ip = s.ip.to_string();
-    let tr = s.traffic;
     let keep = if history_every <= 0 {
         true
     } else {
@@ -922,22 +923,28 @@ fn insert_sample(db: &Db<'_>, s: &SampleIn, history_every: Millis) -> Result<(),
             .query_row([&ip], |r| r.get(0))?;
         last.is_none_or(|last| s.at - last >= history_every)
     };
-    let values = params![
-        ip,
-        s.at,
-        s.source,
-        sql_u64(tr.in_bps),
-        sql_u64(tr.out_bps),
-        sql_u64(tr.in_pps),
-        sql_u64(tr.out_pps)
-    ];
     if keep {
+        let tr = s.traffic;
         db.stmt(
             "INSERT INTO traffic_samples (ip, at, source, in_bps, out_bps, in_pps, out_pps)
              VALUES (?, ?, ?, ?, ?, ?, ?)",
         )?
-        .execute(values)?;
+        .execute(params![
+            ip,
+            s.at,
+            s.source,
+            sql_u64(tr.in_bps),
+            sql_u64(tr.out_bps),
+            sql_u64(tr.in_pps),
+            sql_u64(tr.out_pps)
+        ])?;
     }
+    upsert_latest(db, s)
+}
+
+/// Upserts the host's newest sample; an older one never replaces it.
+fn upsert_latest(db: &Db<'_>, s: &SampleIn) -> Result<(), StoreError> {
+    let tr = s.traffic;
     db.stmt(
         "INSERT INTO latest_samples (ip, at, source, in_bps, out_bps, in_pps, out_pps)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -945,7 +952,15 @@ fn insert_sample(db: &Db<'_>, s: &SampleIn, history_every: Millis) -> Result<(),
              in_pps = ?6, out_pps = ?7
          WHERE excluded.at >= latest_samples.at",
     )?
-    .execute(values)?;
+    .execute(params![
+        s.ip.to_string(),
+        s.at,
+        s.source,
+        sql_u64(tr.in_bps),
+        sql_u64(tr.out_bps),
+        sql_u64(tr.in_pps),
+        sql_u64(tr.out_pps)
+    ])?;
     Ok(())
 }
 
