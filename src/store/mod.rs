@@ -272,6 +272,22 @@ impl std::ops::Deref for Lent<'_> {
     }
 }
 
+/// A notification as the web callback delivers it: `body` (FastNetMon's JSON), observed and
+/// received at `at`, with idempotency key `key`.
+#[cfg(test)]
+pub(crate) fn incoming(body: &str, at: crate::clock::Millis, key: Option<&str>) -> Incoming {
+    Incoming {
+        notification: crate::fastnetmon::notification::parse_json(body.as_bytes())
+            .expect("a notification"),
+        observed_at: at,
+        received_at: at,
+        idempotency_key: key.map(String::from),
+        source: "web_callback".into(),
+        actor: "test".into(),
+        payload: body.into(),
+    }
+}
+
 /// A store on a fresh database in a temporary directory (kept as long as the `TempDir`).
 #[cfg(test)]
 pub(crate) async fn open_temp() -> (tempfile::TempDir, Store) {
@@ -286,7 +302,7 @@ pub(crate) async fn open_temp() -> (tempfile::TempDir, Store) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{EventFilter, Incoming, Outcome};
+    use crate::store::{EventFilter, Outcome};
 
     /// A database made before 20261127000001 (fewer writes per notification) keeps its rows,
     /// ids and guarantees through it.
@@ -346,17 +362,9 @@ mod tests {
         assert_eq!((sample.at, sample.in_bps), (5, 8));
         // A key stored before still makes its redelivery a no-op; keyless notifications are
         // stored each time.
-        let ban = |ip: &str, key: Option<&str>| Incoming {
-            notification: crate::fastnetmon::notification::parse_json(
-                format!(r#"{{"ip":"{ip}","action":"ban","alert_scope":"host"}}"#).as_bytes(),
-            )
-            .expect("ban"),
-            observed_at: 10,
-            received_at: 10,
-            idempotency_key: key.map(String::from),
-            source: "spool".into(),
-            actor: "fastnetmon".into(),
-            payload: "{}".into(),
+        let ban = |ip: &str, key: Option<&str>| {
+            let body = format!(r#"{{"ip":"{ip}","action":"ban","alert_scope":"host"}}"#);
+            incoming(&body, 10, key)
         };
         let again = store
             .record_notification(ban("10.1.1.1", Some("key-1")))

@@ -116,21 +116,12 @@ async fn with_read<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fastnetmon::notification::parse_json;
     use crate::store::{Incoming, SampleIn};
 
     fn note(ip: &str, action: &str, at: Millis) -> Incoming {
         let body =
             serde_json::json!({ "ip": ip, "action": action, "alert_scope": "host" }).to_string();
-        Incoming {
-            notification: parse_json(body.as_bytes()).expect("parse"),
-            observed_at: at,
-            received_at: at,
-            idempotency_key: None,
-            source: "web_callback".into(),
-            actor: "test".into(),
-            payload: body,
-        }
+        crate::store::incoming(&body, at, None)
     }
 
     #[tokio::test]

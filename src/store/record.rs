@@ -1093,7 +1093,6 @@ fn reconcile_event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fastnetmon::notification::parse_json;
     use crate::store::Store;
 
     fn note(ip: &str, action: &str, at: Millis, key: Option<&str>) -> Incoming {
@@ -1102,15 +1101,7 @@ mod tests {
             "attack_details": { "total_incoming_traffic": 1000, "total_incoming_pps": 10 }
         })
         .to_string();
-        Incoming {
-            notification: parse_json(body.as_bytes()).expect("parse"),
-            observed_at: at,
-            received_at: at,
-            idempotency_key: key.map(String::from),
-            source: "web_callback".into(),
-            actor: "test".into(),
-            payload: body,
-        }
+        crate::store::incoming(&body, at, key)
     }
 
     /// The notification's audit event as it was built before (a `json!` map, a `format!`ed
@@ -1125,16 +1116,8 @@ mod tests {
             "partial_block.json",
             "partial_unblock.json",
         ] {
-            let body = std::fs::read(dir.join(name)).expect("fixture");
-            let inc = Incoming {
-                notification: parse_json(&body).expect("parse"),
-                observed_at: 5,
-                received_at: 6,
-                idempotency_key: None,
-                source: "web_callback".into(),
-                actor: "test".into(),
-                payload: String::new(),
-            };
+            let body = std::fs::read_to_string(dir.join(name)).expect("fixture");
+            let inc = crate::store::incoming(&body, 5, None);
             let n = &inc.notification;
             let target = match &n.scope {
                 Scope::Host { ip } => ip.to_string(),
