@@ -743,28 +743,28 @@ fn record_one(db: &Db<'_>, inc: &Incoming, reason: Option<&str>) -> Result<Recor
         Scope::Host { .. } => "host",
         Scope::Hostgroup { .. } => "hostgroup",
     };
-    let id: i64 = db
-        .stmt(
-            "INSERT INTO notifications (received_at, observed_at, idempotency_key, source, actor,
-                 action, scope, ip, attack_uuid, outcome, payload)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )?
-        .query_row(
-            params![
-                inc.received_at,
-                inc.observed_at,
-                inc.idempotency_key,
-                inc.source,
-                inc.actor,
-                n.action.as_str(),
-                scope,
-                ip_s,
-                n.attack_uuid,
-                outcome.as_str(),
-                inc.payload,
-            ],
-            |r| r.get(0),
-        )?;
+    // The id from the connection, not `RETURNING`: SQLite runs a RETURNING statement to its
+    // end into a temporary b-tree, with a statement journal, before it yields the row, and
+    // that cost each notification about 3 us.
+    db.stmt(
+        "INSERT INTO notifications (received_at, observed_at, idempotency_key, source, actor,
+             action, scope, ip, attack_uuid, outcome, payload)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        inc.received_at,
+        inc.observed_at,
+        inc.idempotency_key,
+        inc.source,
+        inc.actor,
+        n.action.as_str(),
+        scope,
+        ip_s,
+        n.attack_uuid,
+        outcome.as_str(),
+        inc.payload,
+    ])?;
+    let id = db.conn.last_insert_rowid();
     let (message, detail) = notification_event(inc, id, outcome);
     insert_event_row(
         db,
