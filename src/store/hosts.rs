@@ -26,7 +26,8 @@ pub struct Incoming {
     pub source: String,
     /// Who delivered it: the token name, or `fastnetmon`.
     pub actor: String,
-    /// The document as received (or as the notify command rendered it).
+    /// The document as received (or as the notify command rendered it): `notification` is its
+    /// parse. (The ingest journal keeps only the document, and parses it again when read.)
     pub payload: String,
 }
 
