@@ -744,8 +744,8 @@ fn record_one(db: &Db<'_>, inc: &Incoming, reason: Option<&str>) -> Result<Recor
         Scope::Hostgroup { .. } => "hostgroup",
     };
     // The id from the connection, not `RETURNING`: SQLite runs a RETURNING statement to its
-    // end into a temporary b-tree, with a statement journal, before it yields the row, and
-    // that cost each notification about 3 us.
+    // end into a temporary b-tree, with a statement journal, before it yields the row: 2.9-3.4
+    // against 1.1-1.5 us for this insert alone.
     db.stmt(
         "INSERT INTO notifications (received_at, observed_at, idempotency_key, source, actor,
              action, scope, ip, attack_uuid, outcome, payload)
