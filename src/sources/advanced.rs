@@ -342,7 +342,8 @@ pub struct PollReport {
     pub polled: usize,
     pub samples: usize,
     pub host_errors: usize,
-    /// Hosts left out or abandoned in flight because the cycle's deadline came first.
+    /// Hosts not asked because the cycle's deadline came first (and, rarely, asked but not
+    /// answered within a further `poll_interval`).
     pub cut_off: usize,
     pub ms: f64,
 }
@@ -611,8 +612,11 @@ impl AdvancedPoller {
     }
 
     /// Counters of `hosts`, `concurrency` requests in flight, until all answered or `deadline`.
-    /// Samples are written in one transaction at the end, or as soon as one crosses a threshold
-    /// (then the checker is woken). That write runs while requests go on: the crossing samples
+    /// At the deadline no new request starts, and those in flight are still waited for: each
+    /// ends within `api_timeout`, shorter than the interval, and their answers are samples the
+    /// API has already paid for (dropping them lost `api_concurrency` answers in every cycle of
+    /// a sweep too long for one). Samples are written in one transaction at the end, or as soon
+    /// as one crosses a threshold (then the checker is woken). That write runs while requests go on: the crossing samples
     /// that arrive meanwhile are committed together by the next one, so a carpet bombing costs
     /// one transaction per write's duration, not one per host with the requests stalled behind
     /// it. Returns the last per-host error.
@@ -625,7 +629,9 @@ impl AdvancedPoller {
         let total = hosts.len();
         let api = &self.api;
         let asked = std::sync::atomic::AtomicUsize::new(0);
+        let stop = std::sync::atomic::AtomicBool::new(false);
         let mut answers = stream::iter(hosts)
+            .take_while(|_| std::future::ready(!stop.load(std::sync::atomic::Ordering::Relaxed)))
             .map(|ip| {
                 // Called as a request is started, not before: counts the hosts asked.
                 asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -637,6 +643,9 @@ impl AdvancedPoller {
         let mut writing: Option<Flush> = None;
         let mut done = 0usize;
         let mut last_error = None;
+        // Past the deadline, a last bound for the requests in flight (each has its own
+        // `api_timeout`; this only guards against one that never ends).
+        let mut until = deadline;
         loop {
             if crossed_pending && writing.is_none() {
                 writing = Some(self.start_flush(std::mem::take(&mut pending)));
@@ -654,7 +663,7 @@ impl AdvancedPoller {
                     report.samples += self.flushed(written, &mut last_error);
                     self.checker.wake();
                 }
-                answer = tokio::time::timeout_at(deadline, answers.next()) => match answer {
+                answer = tokio::time::timeout_at(until, answers.next()) => match answer {
                     Ok(Some((ip, result, at))) => {
                         done += 1;
                         match result {
@@ -676,23 +685,28 @@ impl AdvancedPoller {
                         }
                     }
                     Ok(None) => break,
-                    Err(_) => {
-                        report.cut_off = total - done;
-                        let msg = format!(
-                            "{} of {total} hosts not polled: the cycle reached its deadline of one \
-                             poll_interval ({})",
-                            report.cut_off,
-                            humantime::format_duration(self.interval)
-                        );
-                        tracing::warn!(source = ADVANCED, "{msg}");
-                        last_error = Some(msg);
-                        break;
+                    Err(_) if !stop.load(std::sync::atomic::Ordering::Relaxed) => {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        until = deadline + self.interval;
                     }
+                    // In flight a whole interval past the deadline: abandoned.
+                    Err(_) => break,
                 },
             }
         }
         drop(answers);
         report.polled = asked.load(std::sync::atomic::Ordering::Relaxed);
+        if done < total {
+            report.cut_off = total - done;
+            let msg = format!(
+                "{} of {total} hosts not polled: the cycle reached its deadline of one \
+                 poll_interval ({})",
+                report.cut_off,
+                humantime::format_duration(self.interval)
+            );
+            tracing::warn!(source = ADVANCED, "{msg}");
+            last_error = Some(msg);
+        }
         if let Some(w) = writing.take() {
             report.samples += self.flushed(w.await, &mut last_error);
             self.checker.wake();

@@ -536,7 +536,7 @@ async fn two_thousand_hosts_with_injected_delays_and_errors_are_polled_within_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cycle_ends_within_its_interval_and_the_next_starts_where_it_stopped() {
+async fn a_cycle_ends_within_its_interval_and_timeout_and_the_next_starts_where_it_stopped() {
     let api = FnmApi::start().await;
     let hosts: Vec<String> = (1..=20).map(|i| format!("198.51.100.{i}")).collect();
     for h in &hosts {
@@ -573,7 +573,45 @@ async fn a_cycle_ends_within_its_interval_and_the_next_starts_where_it_stopped()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(cut_short, "the cycles were cut by their deadline");
-    assert!(longest < 1300.0, "a cycle took {longest} ms");
+    // The deadline (1 s) plus the requests in flight then (300 ms here, 500 at most).
+    assert!(longest < 1600.0, "a cycle took {longest} ms");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_in_flight_at_the_deadline_are_kept() {
+    let api = FnmApi::start().await;
+    let hosts: Vec<String> = (1..=4).map(|i| format!("198.51.100.{i}")).collect();
+    for h in &hosts {
+        api.ban(h);
+        api.set_counters(h, QUIET);
+        api.set_latency(h, Duration::from_millis(700));
+    }
+    // Two at a time, 700 ms each: the second pair is in flight when the 1 s cycle ends.
+    let (app, _fake) = app_with(|c| {
+        use_api(c, &api, Duration::from_secs(1), Duration::from_millis(900));
+        c.fastnetmon.api_concurrency = 2;
+    })
+    .await;
+    let health = wait_polls(&app, 1, Duration::from_secs(5)).await;
+    assert_eq!(
+        health["samples"], 4,
+        "all four answered in one cycle: {health}"
+    );
+    assert_eq!(health["host_errors"], 0, "nothing cut off: {health}");
+    let cycle = health["last_cycle_ms"].as_f64().expect("cycle ms");
+    assert!(
+        (1000.0..1000.0 + 900.0 + 300.0).contains(&cycle),
+        "past the deadline by what was in flight, within the timeout: {cycle} ms"
+    );
+    for h in &hosts {
+        assert_eq!(
+            host(&app, h).await["traffic"]["source"],
+            "fastnetmon_api",
+            "{h}"
+        );
+    }
+    assert!(api.max_in_flight() <= 2, "{}", api.max_in_flight());
     app.stop().await;
 }
 
