@@ -11,7 +11,9 @@
 //! `FNM_BENCH_BURST=5000`, `FNM_BENCH_HOSTS=100000`, `FNM_BENCH_ESCALATIONS=1000`,
 //! `FNM_BENCH_SECS=10` (each ingest phase), `FNM_BENCH_API_CONCURRENCY=128` (the service's
 //! `fastnetmon.api_concurrency` in target 1), `FNM_BENCH_BAN_LIST_MS=500` (its
-//! `fastnetmon.ban_list_interval`; 0: the ban list only with each poll), `FNM_BENCH_SCRIPT=0`
+//! `fastnetmon.ban_list_interval`; 0: the ban list only with each poll), `FNM_BENCH_PER24=1`
+//! and `FNM_BENCH_HOT_EVERY=1` (target 1's shape: blackholed hosts per /24, and every how
+//! many-th of them is over threshold; the others are blackholed below it), `FNM_BENCH_SCRIPT=0`
 //! (skip the script's run), `FNM_BENCH_KEEP=DIR` (keep each service's log), `FNM_BENCH_LOG` (its
 //! RUST_LOG), `FNM_BENCH_SERVICE=PATH` (another build of the service binary, to compare two
 //! builds), `FNM_BENCH_ANCHORS=DIR` (the published script and its stand-in API; default
@@ -70,6 +72,11 @@ struct Knobs {
     /// `fastnetmon.ban_list_interval` of the service in target 1, in ms (FNM_BENCH_BAN_LIST_MS;
     /// 0: the ban list only with each poll).
     ban_list_ms: u64,
+    /// Target 1's shape: blackholed hosts per /24 (FNM_BENCH_PER24, 1 to 248).
+    per24: usize,
+    /// Target 1's shape: host `i` is over threshold when `i % hot_every == 0`
+    /// (FNM_BENCH_HOT_EVERY); the others are blackholed below thresholds.
+    hot_every: usize,
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -121,6 +128,8 @@ impl Knobs {
             api_concurrency: env_usize("FNM_BENCH_API_CONCURRENCY", 128),
             ban_list_ms: env_usize("FNM_BENCH_BAN_LIST_MS", 500) as u64,
             script: std::env::var("FNM_BENCH_SCRIPT").map_or(true, |v| v != "0"),
+            per24: env_usize("FNM_BENCH_PER24", 1),
+            hot_every: env_usize("FNM_BENCH_HOT_EVERY", 1),
         }
     }
 
@@ -406,34 +415,50 @@ impl Drop for PyMock {
 
 enum Api {
     Py(PyMock),
-    Rust(fnm_api::FnmApi),
+    /// The Rust stand-in, and the hosts it lists now (its state is set host by host).
+    Rust(fnm_api::FnmApi, std::sync::Mutex<Vec<String>>),
 }
 
 impl Api {
     fn url(&self) -> &str {
         match self {
             Api::Py(m) => &m.url,
-            Api::Rust(m) => &m.url,
+            Api::Rust(m, _) => &m.url,
         }
     }
 
     fn credentials(&self) -> (&'static str, &'static str) {
         match self {
             Api::Py(_) => ("admin", "secret"),
-            Api::Rust(_) => (fnm_api::USER, fnm_api::PASSWORD),
+            Api::Rust(..) => (fnm_api::USER, fnm_api::PASSWORD),
         }
     }
 
     /// Replaces the ban list with `hosts`, each over threshold.
     async fn set(&self, http: &reqwest::Client, hosts: &[Ipv4Addr]) {
+        let hosts: Vec<(Ipv4Addr, bool)> = hosts.iter().map(|&ip| (ip, true)).collect();
+        self.set_shaped(http, &hosts).await
+    }
+
+    /// Replaces the ban list with `hosts`: each blackholed, over thresholds when its flag is
+    /// set, below them (1 Mbit/s, 10 pps) otherwise.
+    async fn set_shaped(&self, http: &reqwest::Client, hosts: &[(Ipv4Addr, bool)]) {
+        let counters = |hot: bool| {
+            if hot {
+                (HOT_BYTES, HOT_PACKETS)
+            } else {
+                (125_000, 10)
+            }
+        };
         match self {
             Api::Py(m) => {
                 let state: serde_json::Map<String, Value> = hosts
                     .iter()
-                    .map(|ip| {
+                    .map(|&(ip, hot)| {
+                        let (bytes, packets) = counters(hot);
                         (
                             ip.to_string(),
-                            json!({"in_bytes": HOT_BYTES, "in_packets": HOT_PACKETS}),
+                            json!({"in_bytes": bytes, "in_packets": packets}),
                         )
                     })
                     .collect();
@@ -445,11 +470,17 @@ impl Api {
                     .expect("PUT /_mock/state");
                 assert!(r.status().is_success(), "PUT /_mock/state: {}", r.status());
             }
-            Api::Rust(m) => {
-                for ip in hosts {
+            Api::Rust(m, listed) => {
+                let mut listed = listed.lock().expect("the listed hosts");
+                for ip in listed.drain(..) {
+                    m.unban(&ip);
+                }
+                for &(ip, hot) in hosts {
                     let ip = ip.to_string();
-                    m.set_counters(&ip, fnm_api::Counters::incoming(HOT_BYTES, HOT_PACKETS));
+                    let (bytes, packets) = counters(hot);
+                    m.set_counters(&ip, fnm_api::Counters::incoming(bytes, packets));
                     m.ban(&ip);
+                    listed.push(ip);
                 }
             }
         }
@@ -780,12 +811,12 @@ async fn convergence(
                 "  the anchors (seed_escalation.py, mock_fnm_api.py) are not at FNM_BENCH_ANCHORS or \
                  ../shared/anchors: the script column is skipped, the service polls the Rust stand-in API"
             );
-            Api::Rust(fnm_api::FnmApi::start().await)
+            Api::Rust(fnm_api::FnmApi::start().await, Default::default())
         }
     };
     let what = match &api {
         Api::Py(_) => "mock_fnm_api.py",
-        Api::Rust(_) => "the Rust stand-in API",
+        Api::Rust(..) => "the Rust stand-in API",
     };
     println!("  stand-in Advanced API: {what} at {}", api.url());
     // The stand-in's own ceiling for the requests the service makes most: what bounds a poll.
@@ -822,19 +853,50 @@ async fn convergence(
         );
     }
     let mut own_first: Option<Duration> = None;
+    assert!(
+        (1..=248).contains(&k.per24) && k.hot_every >= 1,
+        "FNM_BENCH_PER24 is 1 to 248 and FNM_BENCH_HOT_EVERY at least 1"
+    );
+    // The shape, named in each row when it is not the default (one host per /24, all hot).
+    let shape = match (k.per24, k.hot_every) {
+        (1, 1) => String::new(),
+        (1, h) => format!(", 1 in {h} over threshold"),
+        (p, 1) => format!(", {p} hosts per /24"),
+        (p, h) => format!(", {p} hosts per /24, 1 in {h} over threshold"),
+    };
     for (round, &n) in k.n.iter().enumerate() {
-        let hosts: Vec<Ipv4Addr> = (0..n).map(|i| ip(0, i)).collect();
+        let hosts: Vec<(Ipv4Addr, bool)> = (0..n)
+            .map(|i| {
+                let net = i / k.per24;
+                let addr = Ipv4Addr::new(
+                    10,
+                    (net / 256) as u8,
+                    (net % 256) as u8,
+                    7 + (i % k.per24) as u8,
+                );
+                (addr, i % k.hot_every == 0)
+            })
+            .collect();
         assert!(
-            n <= 200 * 256,
-            "N at most 51,200 (one /24 each in 10.0.0.0/8)"
+            n.div_ceil(k.per24) <= 200 * 256,
+            "N / FNM_BENCH_PER24 at most 51,200 (/24s in 10.0.0.0/8)"
         );
+        // What both must announce: the /24 of every host over threshold, and nothing else.
+        let want = {
+            let mut nets: Vec<usize> = (0..n)
+                .filter(|i| i % k.hot_every == 0)
+                .map(|i| i / k.per24)
+                .collect();
+            nets.dedup();
+            nets.len()
+        };
         // The script, once, at the first N only.
         let mut script_time = None;
         if let (0, Api::Py(_), Some(dir), true) = (round, &api, &k.anchors, k.script) {
             clear_gobgp(lab, bird);
             api.set(http, &[]).await;
             let t0 = Instant::now();
-            api.set(http, &hosts).await;
+            api.set_shaped(http, &hosts).await;
             let (user, password) = api.credentials();
             let port = lab.gobgp_api().rsplit(':').next().unwrap_or("").to_string();
             let log = tempfile::NamedTempFile::new().expect("temp file");
@@ -865,10 +927,10 @@ async fn convergence(
             let took = t0.elapsed();
             let got = gobgp_ipv4_count(lab);
             println!(
-                "  script, N={n}: {} ({status}), {got} /24s in gobgpd",
+                "  script, N={n}{shape}: {} ({status}), {got} /24s in gobgpd",
                 secs(took)
             );
-            assert_eq!(got, n, "the script left {got} of {n} /24s in gobgpd");
+            assert_eq!(got, want, "the script left {got} of {want} /24s in gobgpd");
             script_time = Some(took);
         }
 
@@ -910,18 +972,26 @@ async fn convergence(
         }
         let timeout = Duration::from_secs(60 + n as u64 / 50);
         let t0 = Instant::now();
-        api.set(http, &hosts).await;
+        api.set_shaped(http, &hosts).await;
         let mut got = 0;
         while t0.elapsed() < timeout {
             got = gobgp_ipv4_count(lab);
-            if got >= n {
+            if got >= want {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let took = t0.elapsed();
-        println!("  service, N={n}: {} ({got} /24s in gobgpd)", secs(took));
-        if got < n {
+        // A /24 with only hosts below thresholds must stay out: look again after a poll.
+        if got >= want {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            got = gobgp_ipv4_count(lab);
+        }
+        println!(
+            "  service, N={n}{shape}: {} ({got} of {want} /24s in gobgpd)",
+            secs(took)
+        );
+        if got != want {
             println!("  service log tail:\n{}", svc.log_tail());
         }
         // Where the time went, from the service's own audit log: the first ban it recorded
@@ -934,8 +1004,8 @@ async fn convergence(
             .sql_i64("SELECT coalesce(max(at), 0) FROM events WHERE kind = 'announced'")
             .await;
         drop(svc);
-        let converged = got >= n;
-        let label = format!("N={n}: service, hosts in API -> all /24s in gobgpd");
+        let converged = got == want;
+        let label = format!("N={n}{shape}: service, hosts in API -> all {want} /24s in gobgpd");
         match round {
             0 => {
                 own_first = converged.then_some(took);
@@ -944,7 +1014,7 @@ async fn convergence(
                         let ratio = script.as_secs_f64() / took.as_secs_f64();
                         report.add(
                             "1",
-                            format!("N={n}: seed_escalation.py, one run"),
+                            format!("N={n}{shape}: seed_escalation.py, one run"),
                             secs(script),
                             "-",
                             None,
@@ -952,7 +1022,7 @@ async fn convergence(
                         report.add("1", label, secs(took), "-", Some(converged));
                         report.add(
                             "1",
-                            format!("N={n}: speed-up over the script"),
+                            format!("N={n}{shape}: speed-up over the script"),
                             format!("{ratio:.1}x"),
                             ">= 25x",
                             Some(converged && ratio >= 25.0),
@@ -976,10 +1046,10 @@ async fn convergence(
                 );
             }
         }
-        if got >= n && announced >= found && found > 0 {
+        if converged && announced >= found && found > 0 {
             report.add(
                 "1",
-                format!("N={n}: service, poll that found the hosts -> last announced"),
+                format!("N={n}{shape}: service, poll that found the hosts -> last announced"),
                 secs(Duration::from_millis((announced - found) as u64)),
                 "-",
                 None,
