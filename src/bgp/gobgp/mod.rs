@@ -27,6 +27,8 @@ use api::names;
 
 /// How many announces [`GobgpSpeaker::announce_many`] keeps in flight on the one channel.
 const MAX_IN_FLIGHT: usize = 64;
+/// Prefixes in one lookup request (about 30 bytes each; gRPC's default limit is 4 MiB).
+const LOOKUP_CHUNK: usize = 2048;
 
 /// A [`Speaker`] talking to gobgpd's gRPC API. Cheap to clone: clones share one HTTP/2 channel.
 #[derive(Clone, Debug)]
@@ -66,11 +68,12 @@ impl GobgpSpeaker {
         })
     }
 
-    /// Announces many routes, up to 64 at a time over the one channel. The RIB is read once up
-    /// front for the foreign-route check; routes already there with our attributes are skipped.
-    /// One result per route, in the order given.
+    /// Announces many routes, up to 64 at a time over the one channel. The routes' own prefixes
+    /// are looked up first, in a few requests, for the foreign-route check; routes already there
+    /// with our attributes are skipped. One result per route, in the order given.
     pub async fn announce_many(&self, routes: &[Route]) -> Vec<Result<(), BgpError>> {
-        let rib = match self.list_all().await {
+        let prefixes: Vec<IpNet> = routes.iter().map(|r| r.prefix.trunc()).collect();
+        let rib = match self.lookup_many(&prefixes).await {
             Ok(paths) => paths,
             Err(e) => return routes.iter().map(|_| Err(same_error(&e))).collect(),
         };
@@ -136,6 +139,36 @@ impl GobgpSpeaker {
         };
         let paths = self.list_paths(req).await?;
         Ok(paths.into_iter().filter(|p| p.prefix == *prefix).collect())
+    }
+
+    /// The local paths of `prefixes` (exact matches), at most `LOOKUP_CHUNK` prefixes to a
+    /// request. What it costs follows the prefixes asked, not the table: reading the whole RIB
+    /// before each batch took 280-350 ms once it held 5,000-8,700 routes, on every
+    /// escalation, however small.
+    async fn lookup_many(&self, prefixes: &[IpNet]) -> Result<Vec<RibPath>, BgpError> {
+        let mut out = Vec::new();
+        for v6 in [false, true] {
+            let of_family: Vec<&IpNet> = prefixes
+                .iter()
+                .filter(|p| matches!(p, IpNet::V6(_)) == v6)
+                .collect();
+            for chunk in of_family.chunks(LOOKUP_CHUNK) {
+                let req = api::ListPathRequest {
+                    table_type: api::TABLE_GLOBAL,
+                    name: String::new(),
+                    family: Some(family_of(chunk[0])),
+                    prefixes: chunk
+                        .iter()
+                        .map(|p| api::TableLookupPrefix {
+                            prefix: p.to_string(),
+                            lookup_option: api::LOOKUP_EXACT,
+                        })
+                        .collect(),
+                };
+                out.extend(self.list_paths(req).await?);
+            }
+        }
+        Ok(out)
     }
 
     async fn list_all(&self) -> Result<Vec<RibPath>, BgpError> {
