@@ -468,7 +468,7 @@ impl Checker {
     async fn carry_out(&self, report: &mut CycleReport) -> Result<(), StoreError> {
         let now = now_ms();
         let mut to_announce = Vec::new();
-        for row in self.store.live_escalations().await? {
+        for row in self.store.escalations_to_carry_out().await? {
             let due = row.next_attempt_at.is_none_or(|t| t <= now);
             if !due {
                 continue;

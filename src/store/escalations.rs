@@ -200,6 +200,21 @@ impl Store {
         .await?)
     }
 
+    /// The live escalations the speaker has something to do for: pending or failed ones (to
+    /// announce) and those whose withdrawal was asked. The checker reads these at every cycle;
+    /// reading every live row instead cost it 30 ms a cycle with 5,000 active, most of a
+    /// reaction's time.
+    pub async fn escalations_to_carry_out(&self) -> Result<Vec<EscalationRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM escalations
+             WHERE state IN ('pending', 'failed')
+                OR (state = 'active' AND withdraw_requested_at IS NOT NULL)
+             ORDER BY id",
+        )
+        .fetch_all(&self.write)
+        .await?)
+    }
+
     pub async fn open_refusals(&self) -> Result<Vec<EscalationRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT * FROM escalations WHERE state = 'refused' AND withdrawn_at IS NULL ORDER BY id",
@@ -589,6 +604,65 @@ mod tests {
             at,
             detail: serde_json::Value::Null,
         }
+    }
+
+    /// What the speaker has to do: pending and failed rows, and active ones asked to go; not
+    /// the active ones that stay.
+    #[tokio::test]
+    async fn what_to_carry_out_leaves_the_settled_active_rows() {
+        let (_dir, store) = crate::store::open_temp().await;
+        let writes: Vec<LedgerWrite> = (1..=4)
+            .map(|i| LedgerWrite::Insert(Box::new(new(&format!("10.0.{i}.0/24"), 1_000))))
+            .collect();
+        store
+            .record_ledger(&writes, "checker", 1_000)
+            .await
+            .expect("record");
+        let ids: Vec<(i64, String)> = store
+            .live_escalations()
+            .await
+            .expect("live")
+            .iter()
+            .map(|r| (r.id, r.prefix.clone()))
+            .collect();
+        store
+            .mark_announced_many(&ids[..2], 2_000, "checker", "")
+            .await
+            .expect("announced");
+        let (id, prefix) = &ids[2];
+        store
+            .mark_announce_failed_many(&[(*id, prefix.clone(), "down".into(), 9_000)], 2_000)
+            .await
+            .expect("failed");
+        let (id, prefix) = &ids[1];
+        store
+            .record_ledger(
+                &[LedgerWrite::Withdraw {
+                    id: *id,
+                    prefix: prefix.clone(),
+                    reason: "released".into(),
+                }],
+                "checker",
+                3_000,
+            )
+            .await
+            .expect("withdraw asked");
+        let todo: Vec<(String, String)> = store
+            .escalations_to_carry_out()
+            .await
+            .expect("to carry out")
+            .into_iter()
+            .map(|r| (r.prefix, r.state))
+            .collect();
+        assert_eq!(
+            todo,
+            [
+                ("10.0.2.0/24".to_string(), "active".to_string()),
+                ("10.0.3.0/24".to_string(), "failed".to_string()),
+                ("10.0.4.0/24".to_string(), "pending".to_string()),
+            ]
+        );
+        assert_eq!(store.live_escalations().await.expect("live").len(), 4);
     }
 
     /// A cycle's writes across several chunks: every row with its event, in order, and the
