@@ -8,7 +8,8 @@
 //!
 //! Knobs (environment): `FNM_BENCH_TARGETS=1,3,4` (which targets), `FNM_BENCH_N=1000,10000`
 //! (convergence sizes: the script runs at the first only), `FNM_BENCH_TRIALS=200`,
-//! `FNM_BENCH_BURST=5000`, `FNM_BENCH_HOSTS=100000`, `FNM_BENCH_ESCALATIONS=1000`,
+//! `FNM_BENCH_ACTIVE=0` (/24s escalated before target 3's trials, so each trial's announcement
+//! meets a full RIB), `FNM_BENCH_BURST=5000`, `FNM_BENCH_HOSTS=100000`, `FNM_BENCH_ESCALATIONS=1000`,
 //! `FNM_BENCH_SECS=10` (each ingest phase), `FNM_BENCH_API_CONCURRENCY=128` (the service's
 //! `fastnetmon.api_concurrency` in target 1), `FNM_BENCH_BAN_LIST_MS=500` (its
 //! `fastnetmon.ban_list_interval`; 0: the ban list only with each poll), `FNM_BENCH_PER24=1`
@@ -60,6 +61,8 @@ struct Knobs {
     targets: Vec<u8>,
     n: Vec<usize>,
     trials: usize,
+    /// Escalations already announced when target 3's trials start (FNM_BENCH_ACTIVE).
+    active: usize,
     burst: usize,
     hosts: usize,
     escalations: usize,
@@ -120,6 +123,7 @@ impl Knobs {
             targets,
             n,
             trials: env_usize("FNM_BENCH_TRIALS", if quick { 50 } else { 200 }),
+            active: env_usize("FNM_BENCH_ACTIVE", 0),
             burst: env_usize("FNM_BENCH_BURST", if quick { 1000 } else { 5000 }),
             hosts: env_usize("FNM_BENCH_HOSTS", if quick { 10_000 } else { 100_000 }),
             escalations: env_usize("FNM_BENCH_ESCALATIONS", if quick { 200 } else { 1000 }),
@@ -1077,6 +1081,24 @@ async fn reaction(
     })
     .await;
     let url = format!("{}/api/v1/notifications", svc.url);
+    // A RIB that is already full: FNM_BENCH_ACTIVE /24s escalated (from 10.120.0.0/24 on, away
+    // from the trials' 10.100.x.0/24s) and at BIRD before the first trial.
+    if k.active > 0 {
+        assert!(k.active <= 136 * 256, "FNM_BENCH_ACTIVE at most 34,816");
+        let hosts: Vec<Ipv4Addr> = (0..k.active).map(|i| ip(120, i)).collect();
+        let banned = ban_all(http, &svc, hosts, true).await;
+        assert_eq!(banned.ok, k.active, "not every ban was accepted");
+        let deadline = Instant::now() + Duration::from_secs(60 + k.active as u64 / 100);
+        while bird.gobgp_routes() < k.active {
+            assert!(
+                Instant::now() < deadline,
+                "the {} background escalations did not reach BIRD",
+                k.active
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!("  {} routes at BIRD before the trials", k.active);
+    }
     let (mut from_accept, mut from_send) = (Vec::new(), Vec::new());
     let mut missed = 0;
     for i in 0..k.trials {
@@ -1114,7 +1136,10 @@ async fn reaction(
     from_accept.sort_unstable();
     from_send.sort_unstable();
     let (p50, p99) = (pct(&from_accept, 50.0), pct(&from_accept, 99.0));
-    let label = format!("{} trials", k.trials);
+    let label = match k.active {
+        0 => format!("{} trials", k.trials),
+        a => format!("{} trials, {a} routes already announced", k.trials),
+    };
     report.add(
         "3",
         format!("{label}: p50 notification accepted -> route at BIRD"),
