@@ -371,10 +371,20 @@ async fn reconciliation_withdraws_stale_routes_of_ours_and_nothing_else() {
     // Only the prefix we announced and withdrew is removed; prefixes we never announced are
     // not ours, whatever their attributes.
     assert_eq!(fake.prefixes(), vec!["198.51.102.0/24", "198.51.103.0/24"]);
-    let (_, ev) = app.get("/api/v1/events?kind=reconcile", READ).await;
-    assert!(ev["events"][0]["message"]
-        .as_str()
-        .unwrap_or("")
-        .contains("stale"));
+    // The event is written once the speaker has answered, so just after the route went.
+    let stale = |v: &Value| {
+        v["events"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("stale")
+    };
+    let ev = app
+        .wait_for(
+            "/api/v1/events?kind=reconcile",
+            Duration::from_secs(5),
+            stale,
+        )
+        .await;
+    assert!(stale(&ev), "{ev}");
     app.stop().await;
 }
