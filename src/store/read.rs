@@ -95,8 +95,9 @@ fn parse_ip(r: &rusqlite::Row<'_>) -> Result<Option<IpAddr>, StoreError> {
         .and_then(|s| s.parse::<IpAddr>().ok()))
 }
 
-/// Runs `f` with rusqlite on a connection of the read pool, on a blocking thread.
-async fn with_read<T: Send + 'static>(
+/// Runs `f` with rusqlite on a connection of `pool` (the read pool but for the ledger's own
+/// reads, on the write connection), on a blocking thread.
+pub(super) async fn with_read<T: Send + 'static>(
     pool: &SqlitePool,
     f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
