@@ -616,25 +616,26 @@ impl AdvancedPoller {
     /// ends within `api_timeout`, shorter than the interval, and their answers are samples the
     /// API has already paid for (dropping them lost `api_concurrency` answers in every cycle of
     /// a sweep too long for one). Samples are written in one transaction at the end, or as soon
-    /// as one crosses a threshold (then the checker is woken). That write runs while requests go on: the crossing samples
-    /// that arrive meanwhile are committed together by the next one, so a carpet bombing costs
-    /// one transaction per write's duration, not one per host with the requests stalled behind
-    /// it. Returns the last per-host error.
+    /// as one crosses a threshold (then the checker is woken). That write runs while requests
+    /// go on: the crossing samples that arrive meanwhile are committed together by the next
+    /// one, so a carpet bombing costs one transaction per write's duration, not one per host
+    /// with the requests stalled behind it. Returns the last per-host error.
     async fn poll_counters(
         &self,
         hosts: Vec<IpAddr>,
         deadline: tokio::time::Instant,
         report: &mut PollReport,
     ) -> Option<String> {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
         let total = hosts.len();
         let api = &self.api;
-        let asked = std::sync::atomic::AtomicUsize::new(0);
-        let stop = std::sync::atomic::AtomicBool::new(false);
+        let asked = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
         let mut answers = stream::iter(hosts)
-            .take_while(|_| std::future::ready(!stop.load(std::sync::atomic::Ordering::Relaxed)))
+            .take_while(|_| std::future::ready(!stop.load(Relaxed)))
             .map(|ip| {
                 // Called as a request is started, not before: counts the hosts asked.
-                asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                asked.fetch_add(1, Relaxed);
                 async move { (ip, api.host_counters(ip).await, now_ms()) }
             })
             .buffer_unordered(self.concurrency);
@@ -685,8 +686,8 @@ impl AdvancedPoller {
                         }
                     }
                     Ok(None) => break,
-                    Err(_) if !stop.load(std::sync::atomic::Ordering::Relaxed) => {
-                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Err(_) if !stop.load(Relaxed) => {
+                        stop.store(true, Relaxed);
                         until = deadline + self.interval;
                     }
                     // In flight a whole interval past the deadline: abandoned.
@@ -695,7 +696,7 @@ impl AdvancedPoller {
             }
         }
         drop(answers);
-        report.polled = asked.load(std::sync::atomic::Ordering::Relaxed);
+        report.polled = asked.load(Relaxed);
         if done < total {
             report.cut_off = total - done;
             let msg = format!(

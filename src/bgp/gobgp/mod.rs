@@ -128,16 +128,7 @@ impl GobgpSpeaker {
 
     /// The local paths of `prefix` in the global table.
     async fn lookup(&self, prefix: &IpNet) -> Result<Vec<RibPath>, BgpError> {
-        let req = api::ListPathRequest {
-            table_type: api::TABLE_GLOBAL,
-            name: String::new(),
-            family: Some(family_of(prefix)),
-            prefixes: vec![api::TableLookupPrefix {
-                prefix: prefix.to_string(),
-                lookup_option: api::LOOKUP_EXACT,
-            }],
-        };
-        let paths = self.list_paths(req).await?;
+        let paths = self.lookup_many(std::slice::from_ref(prefix)).await?;
         Ok(paths.into_iter().filter(|p| p.prefix == *prefix).collect())
     }
 
