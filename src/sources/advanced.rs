@@ -361,6 +361,41 @@ pub struct AdvancedPoller {
     list_interval: Duration,
     concurrency: usize,
     history_every: Millis,
+    cuts: CutWarnings,
+}
+
+/// How often a sweep too long for one cycle is warned about: it cuts every cycle while it
+/// lasts (30,000 banned hosts at a 1 s interval), and a line a second says nothing new.
+const CUT_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Cycles cut at their deadline since the last warning about it.
+#[derive(Debug, Default)]
+struct CutWarnings {
+    warned_at: Option<Instant>,
+    since: CutsSince,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct CutsSince {
+    cycles: u64,
+    hosts: u64,
+}
+
+impl CutWarnings {
+    /// Counts a cycle that left `hosts` unpolled; what to warn about now, if a warning is due
+    /// (the first cut, then at most one per `CUT_WARN_EVERY`).
+    fn note(&mut self, now: Instant, hosts: usize) -> Option<CutsSince> {
+        self.since.cycles += 1;
+        self.since.hosts += hosts as u64;
+        if self
+            .warned_at
+            .is_some_and(|at| now.saturating_duration_since(at) < CUT_WARN_EVERY)
+        {
+            return None;
+        }
+        self.warned_at = Some(now);
+        Some(std::mem::take(&mut self.since))
+    }
 }
 
 impl AdvancedPoller {
@@ -400,6 +435,7 @@ impl AdvancedPoller {
             list_interval: f.ban_list_interval,
             concurrency: f.api_concurrency.max(1),
             history_every: ms(config.samples.history_interval),
+            cuts: CutWarnings::default(),
         }))
     }
 
@@ -583,7 +619,24 @@ impl AdvancedPoller {
         };
         hosts.sort_unstable();
         let hosts: Vec<IpAddr> = hosts.into_iter().map(|(_, ip)| ip).collect();
+        let total = hosts.len();
         let last_host_error = self.poll_counters(hosts, deadline, &mut report).await;
+        if report.cut_off > 0 {
+            if let Some(since) = self.cuts.note(Instant::now(), report.cut_off) {
+                tracing::warn!(
+                    source = ADVANCED,
+                    cycles_cut = since.cycles,
+                    hosts_not_polled = since.hosts,
+                    "{} of {total} hosts not polled: the cycle reached its deadline of one \
+                     poll_interval ({}); {} cycle(s) cut, {} host polls missed, since the last \
+                     such warning",
+                    report.cut_off,
+                    humantime::format_duration(self.interval),
+                    since.cycles,
+                    since.hosts,
+                );
+            }
+        }
 
         report.ok = true;
         report.ms = elapsed_ms(started);
@@ -705,7 +758,6 @@ impl AdvancedPoller {
                 report.cut_off,
                 humantime::format_duration(self.interval)
             );
-            tracing::warn!(source = ADVANCED, "{msg}");
             last_error = Some(msg);
         }
         if let Some(w) = writing.take() {
@@ -771,6 +823,34 @@ impl super::Poller for AdvancedPoller {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn cut_cycles_are_warned_about_once_a_minute_with_what_was_missed() {
+        let mut cuts = CutWarnings::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // The first cut is warned about at once.
+        assert_eq!(
+            cuts.note(t0, 500),
+            Some(CutsSince {
+                cycles: 1,
+                hosts: 500
+            })
+        );
+        // Every cycle of the next minute is counted, not warned about.
+        for i in 1..60 {
+            assert_eq!(cuts.note(t0 + s(i), 100 + i as usize), None);
+        }
+        // A minute after the warning, one line for all of them and this one.
+        assert_eq!(
+            cuts.note(t0 + s(60), 7),
+            Some(CutsSince {
+                cycles: 60,
+                hosts: (1..60).map(|i| 100 + i).sum::<u64>() + 7
+            })
+        );
+        assert_eq!(cuts.note(t0 + s(61), 1), None);
+    }
 
     /// A one-connection HTTP server on loopback that answers every request with `head` and then
     /// `body` in two writes (as Python's `http.server` does), and records the requests.
