@@ -381,6 +381,15 @@ struct CutsSince {
     hosts: u64,
 }
 
+/// What a cycle cut at its deadline left out: the source's last host error, and the warning.
+fn cut_message(cut_off: usize, total: usize, interval: Duration) -> String {
+    format!(
+        "{cut_off} of {total} hosts not polled: the cycle reached its deadline of one \
+         poll_interval ({})",
+        humantime::format_duration(interval)
+    )
+}
+
 impl CutWarnings {
     /// Counts a cycle that left `hosts` unpolled; what to warn about now, if a warning is due
     /// (the first cut, then at most one per `CUT_WARN_EVERY`).
@@ -627,11 +636,8 @@ impl AdvancedPoller {
                     source = ADVANCED,
                     cycles_cut = since.cycles,
                     hosts_not_polled = since.hosts,
-                    "{} of {total} hosts not polled: the cycle reached its deadline of one \
-                     poll_interval ({}); {} cycle(s) cut, {} host polls missed, since the last \
-                     such warning",
-                    report.cut_off,
-                    humantime::format_duration(self.interval),
+                    "{}; {} cycle(s) cut, {} host polls missed, since the last such warning",
+                    cut_message(report.cut_off, total, self.interval),
                     since.cycles,
                     since.hosts,
                 );
@@ -752,13 +758,7 @@ impl AdvancedPoller {
         report.polled = asked.load(Relaxed);
         if done < total {
             report.cut_off = total - done;
-            let msg = format!(
-                "{} of {total} hosts not polled: the cycle reached its deadline of one \
-                 poll_interval ({})",
-                report.cut_off,
-                humantime::format_duration(self.interval)
-            );
-            last_error = Some(msg);
+            last_error = Some(cut_message(report.cut_off, total, self.interval));
         }
         if let Some(w) = writing.take() {
             report.samples += self.flushed(w.await, &mut last_error);
