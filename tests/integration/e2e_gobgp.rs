@@ -105,7 +105,14 @@ async fn escalation_reaches_bird_and_goes_away_with_the_unban() {
     assert_eq!(v6.communities, vec![Community::new(65001, 666)]);
     assert!(has(&routes, "198.51.103.0/24") && has(&routes, "198.51.100.7/32"));
 
-    let (_, e) = app.get("/api/v1/escalations/198.51.100.0%2F24", READ).await;
+    // The ledger is written once the speaker has confirmed: BIRD may see the route first.
+    let e = app
+        .wait_for(
+            "/api/v1/escalations/198.51.100.0%2F24",
+            Duration::from_secs(5),
+            |e| e["state"] == "active",
+        )
+        .await;
     assert_eq!(e["state"], "active", "{e}");
 
     // Unban: the /24 goes after min_hold; everything that is not ours stays.

@@ -85,7 +85,14 @@ async fn exec_backend_announces_and_withdraws_through_the_gobgp_cli() {
         );
         assert_eq!(r.kind, "blackhole", "{prefix}");
     }
-    let (_, e) = app.get("/api/v1/escalations/198.51.100.0%2F24", READ).await;
+    // The ledger is written once the command has exited: BIRD may see the route first.
+    let e = app
+        .wait_for(
+            "/api/v1/escalations/198.51.100.0%2F24",
+            Duration::from_secs(5),
+            |e| e["state"] == "active",
+        )
+        .await;
     assert_eq!(e["state"], "active", "{e}");
 
     app.post("/api/v1/notifications", NOTIFY, unban("198.51.100.7"))
