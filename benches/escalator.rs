@@ -598,6 +598,68 @@ fn ban(ip: Ipv4Addr, hot: bool) -> String {
     .to_string()
 }
 
+/// Target 2's request: a cold host's ban, formatted as any client would.
+fn cold_ban_request(addr: SocketAddr, ip: Ipv4Addr) -> Vec<u8> {
+    let body = ban(ip, false);
+    format!(
+        "POST /api/v1/notifications HTTP/1.1\r\nhost: {addr}\r\n\
+         authorization: Bearer {NOTIFY}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The same bytes as `cold_ban_request`, from a template rendered once: target 2 sets the
+/// service's rate for notifications beside its rate for `GET /healthz`, on the same two cores
+/// as this load generator, so what the generator spends building a request (a JSON document
+/// through `serde_json::Value`, then the request around it: about 3 us, more than it spends on
+/// a /healthz request in all) is taken from the service. Checked equal before the load starts.
+struct ColdBan {
+    /// The request up to `content-length: `, the body before the address, the body after it.
+    head: Vec<u8>,
+    before: Vec<u8>,
+    after: Vec<u8>,
+}
+
+impl ColdBan {
+    /// Where the address goes in the body: found by rendering one with a marker address.
+    fn new(addr: SocketAddr) -> ColdBan {
+        let marker = Ipv4Addr::new(203, 0, 113, 254);
+        let body = ban(marker, false);
+        let (before, after) = body
+            .split_once(&marker.to_string())
+            .expect("the ban carries its address");
+        let head = format!(
+            "POST /api/v1/notifications HTTP/1.1\r\nhost: {addr}\r\n\
+             authorization: Bearer {NOTIFY}\r\ncontent-type: application/json\r\n\
+             content-length: "
+        );
+        ColdBan {
+            head: head.into_bytes(),
+            before: before.as_bytes().to_vec(),
+            after: after.as_bytes().to_vec(),
+        }
+    }
+
+    fn render(&self, ip: Ipv4Addr) -> Vec<u8> {
+        let mut ip_text = [0u8; 15];
+        let ip_len = {
+            let mut w = &mut ip_text[..];
+            write!(w, "{ip}").expect("an IPv4 address fits in 15 bytes");
+            15 - w.len()
+        };
+        let body_len = self.before.len() + ip_len + self.after.len();
+        let mut out = Vec::with_capacity(self.head.len() + 8 + body_len);
+        out.extend_from_slice(&self.head);
+        write!(out, "{body_len}\r\n\r\n").expect("writing to a Vec");
+        out.extend_from_slice(&self.before);
+        out.extend_from_slice(&ip_text[..ip_len]);
+        out.extend_from_slice(&self.after);
+        out
+    }
+}
+
 struct Load {
     ok: usize,
     failed: usize,
@@ -1345,6 +1407,201 @@ async fn recorder_alone(callers: usize, duration: Duration) -> (f64, String) {
     (done as f64 / secs, format!("{done} in {secs:.1} s"))
 }
 
+/// SQLite's own cost of the rows a cold host's ban writes (the recorder's statements, as
+/// `store::record` has them), without HTTP, the recorder's queue or its journal: `n` of each in
+/// one transaction per table, in the order the recorder writes them, committed like the
+/// recorder's held transaction (WAL, `synchronous = NORMAL`, the write connection's cache).
+/// The least any arrangement of these rows costs per notification. Returns (row, us per row).
+async fn rows_floor(n: usize) -> Vec<(&'static str, f64)> {
+    use rusqlite::params;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("floor.db");
+    // The schema as the service makes it (migrations, WAL).
+    fnm_escalator::store::Store::open(path.to_str().expect("path"))
+        .await
+        .expect("open a store")
+        .close()
+        .await;
+    let conn = rusqlite::Connection::open(&path).expect("open the database");
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -8000;")
+        .expect("pragmas");
+    let ips: Vec<String> = (0..n)
+        .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i as u32).to_string())
+        .collect();
+    let payloads: Vec<String> = (0..n)
+        .map(|i| {
+            ban(
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i as u32),
+                false,
+            )
+        })
+        .collect();
+    let t0 = fnm_escalator::clock::now_ms();
+    let time = |sql: &str, row: &dyn Fn(&mut rusqlite::Statement<'_>, usize)| -> f64 {
+        let started = Instant::now();
+        conn.execute_batch("BEGIN").expect("begin");
+        {
+            let mut stmt = conn.prepare(sql).expect("prepare");
+            for i in 0..n {
+                row(&mut stmt, i);
+            }
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+        started.elapsed().as_secs_f64() * 1e6 / n as f64
+    };
+    let mut out = Vec::new();
+    out.push((
+        "host lookup",
+        time("SELECT state, state_at FROM hosts WHERE ip = ?", &|s, i| {
+            let found = s.exists([&ips[i]]).expect("lookup");
+            assert!(!found, "a cold host is new");
+        }),
+    ));
+    out.push((
+        "host",
+        time(
+            "INSERT INTO hosts (ip, family, state, state_at, banned_at, attack_uuid,
+                 direction, source, first_seen_at, updated_at)
+             VALUES (?, ?, 'banned', ?, ?, ?, ?, ?, ?, ?)",
+            &|s, i| {
+                let t = t0 + i as i64;
+                s.execute(params![
+                    ips[i],
+                    4,
+                    t,
+                    t,
+                    None::<String>,
+                    "incoming",
+                    "web_callback",
+                    t,
+                    t
+                ])
+                .expect("host");
+            },
+        ),
+    ));
+    out.push((
+        "episode",
+        time(
+            "INSERT INTO ban_episodes (ip, started_at, attack_uuid, attack_type, protocol,
+                 direction, severity, source)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            &|s, i| {
+                let none = None::<String>;
+                s.execute(params![
+                    ips[i],
+                    t0 + i as i64,
+                    none,
+                    none,
+                    none,
+                    "incoming",
+                    none,
+                    "web_callback"
+                ])
+                .expect("episode");
+            },
+        ),
+    ));
+    out.push((
+        "latest sample",
+        time(
+            "INSERT INTO latest_samples (ip, at, source, in_bps, out_bps, in_pps, out_pps)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (ip) DO UPDATE SET at = ?2, source = ?3, in_bps = ?4, out_bps = ?5,
+                 in_pps = ?6, out_pps = ?7
+             WHERE excluded.at >= latest_samples.at",
+            &|s, i| {
+                s.execute(params![
+                    ips[i],
+                    t0 + i as i64,
+                    "notification",
+                    8000,
+                    0,
+                    10,
+                    0
+                ])
+                .expect("latest sample");
+            },
+        ),
+    ));
+    out.push((
+        "notification",
+        time(
+            "INSERT INTO notifications (received_at, observed_at, idempotency_key, source, actor,
+                 action, scope, ip, attack_uuid, outcome, payload)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            &|s, i| {
+                let t = t0 + i as i64;
+                let none = None::<String>;
+                s.execute(params![
+                    t,
+                    t,
+                    none,
+                    "web_callback",
+                    "notify",
+                    "ban",
+                    "host",
+                    ips[i],
+                    none,
+                    "banned",
+                    payloads[i]
+                ])
+                .expect("notification");
+            },
+        ),
+    ));
+    out.push((
+        "event",
+        time(
+            "INSERT INTO events (at, actor, kind, ip, prefix, message, detail)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            &|s, i| {
+                // The recorder's message and detail for a cold ban, in shape and length.
+                let message = format!("ban {}: banned", ips[i]);
+                let detail = format!(
+                    "{{\"attack_uuid\":null,\"notification_id\":{},\"outcome\":\"banned\",\
+                     \"source\":\"web_callback\",\"traffic\":{{\"in_bps\":8000,\"out_bps\":0,\
+                     \"in_pps\":10,\"out_pps\":0}}}}",
+                    i + 1
+                );
+                s.execute(params![
+                    t0 + i as i64,
+                    "notify",
+                    "notification",
+                    ips[i],
+                    None::<String>,
+                    message,
+                    detail
+                ])
+                .expect("event");
+            },
+        ),
+    ));
+    out
+}
+
+/// What parsing a cold ban costs alone (the body as target 2 sends it, into what the recorder
+/// is given), in us per notification, on one thread.
+fn parse_floor(n: usize) -> f64 {
+    let bodies: Vec<String> = (0..n)
+        .map(|i| {
+            ban(
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i as u32),
+                false,
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let mut parsed = 0usize;
+    for b in &bodies {
+        let n = fnm_escalator::fastnetmon::notification::parse_json(b.as_bytes())
+            .expect("the bench's ban parses");
+        parsed += usize::from(n.traffic.is_some());
+    }
+    assert_eq!(parsed, n, "every ban carries its traffic");
+    started.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
 async fn ingest_and_footprint(
     k: &Knobs,
     http: &reqwest::Client,
@@ -1392,6 +1649,14 @@ async fn ingest_and_footprint(
         let h = raw_load(addr, 64, duration, usize::MAX, healthz).await;
         let cpu1 = (svc.cpu_ticks(), own_cpu_ticks());
         let counter = sent.clone();
+        let request = ColdBan::new(addr);
+        for i in [0, 9, 255, 70_000, k.hosts.saturating_sub(1)] {
+            assert_eq!(
+                request.render(cold(i)),
+                cold_ban_request(addr, cold(i)),
+                "the pre-rendered request differs from the formatted one"
+            );
+        }
         let n = raw_load(
             addr,
             64,
@@ -1399,14 +1664,7 @@ async fn ingest_and_footprint(
             k.hosts,
             Arc::new(move |i| {
                 counter.fetch_max(i + 1, Ordering::Relaxed);
-                let body = ban(cold(i), false);
-                format!(
-                    "POST /api/v1/notifications HTTP/1.1\r\nhost: {addr}\r\n\
-                     authorization: Bearer {NOTIFY}\r\ncontent-type: application/json\r\n\
-                     content-length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-                .into_bytes()
+                request.render(cold(i))
             }),
         )
         .await;
@@ -1478,6 +1736,42 @@ async fn ingest_and_footprint(
         );
         // What storage alone allows: the same bans through the library's store, in this
         // process, without HTTP. Against the same /healthz rate, it bounds the ratio above.
+        // The least a notification can cost the service, measured here beside the rates: the
+        // HTTP work of a /healthz request, parsing, and SQLite's own cost of its rows. Against
+        // it, the most it may cost for the ratio to be met, if both phases use the two cores
+        // fully (rate = cores / (service + load generator CPU per request)).
+        let floor_rows = rows_floor(50_000).await;
+        let rows_us: f64 = floor_rows.iter().map(|(_, us)| us).sum();
+        let parse_us = parse_floor(50_000);
+        report.add(
+            "2",
+            "SQLite alone: a cold ban's rows, 50000 of each in one transaction",
+            format!(
+                "{} = {rows_us:.1} us per notification",
+                floor_rows
+                    .iter()
+                    .map(|(row, us)| format!("{row} {us:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "-",
+            None,
+        );
+        let gen_h = per_request(cpu1.1 - cpu0.1, h.ok + h.failed);
+        let gen_n = per_request(cpu2.1 - cpu1.1, n.ok + n.failed);
+        let least = svc_h + parse_us + rows_us;
+        let most = 2.0 * (svc_h + gen_h) - gen_n;
+        report.add(
+            "2",
+            "service CPU per notification: least possible, most for 50%",
+            format!(
+                "{least:.1} us (/healthz {svc_h:.1} + parsing {parse_us:.1} + rows {rows_us:.1}), \
+                 {most:.1} us (2 x (/healthz {svc_h:.1} + generator {gen_h:.1}) - generator \
+                 {gen_n:.1}); measured {svc_n:.1} us"
+            ),
+            "-",
+            None,
+        );
         for callers in [1, 64, 256] {
             let (rate, counted) =
                 recorder_alone(callers, duration.min(Duration::from_secs(5))).await;
