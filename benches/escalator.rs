@@ -584,6 +584,12 @@ fn ip(a: u8, i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, a + (i / 256) as u8, (i % 256) as u8, 7)
 }
 
+/// Target 2's `i`-th host, below thresholds in 10.128.0.0/10 (one per request), so that ingest
+/// is measured alone; also the hosts of its floor's rows.
+fn cold(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i as u32)
+}
+
 /// A ban notification in FastNetMon Advanced's JSON, over thresholds or not.
 fn ban(ip: Ipv4Addr, hot: bool) -> String {
     let (bytes, pps) = if hot {
@@ -1437,7 +1443,6 @@ async fn rows_floor(n: usize) -> RowsFloor {
             .expect("pragmas");
         conns.push(conn);
     }
-    let cold = |i: usize| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i as u32);
     let ips: Vec<String> = (0..n).map(|i| cold(i).to_string()).collect();
     let payloads: Vec<String> = (0..n).map(|i| ban(cold(i), false)).collect();
     let t0 = fnm_escalator::clock::now_ms();
@@ -1599,14 +1604,7 @@ async fn rows_floor(n: usize) -> RowsFloor {
 /// What parsing a cold ban costs alone (the body as target 2 sends it, into what the recorder
 /// is given), in us per notification, on one thread.
 fn parse_floor(n: usize) -> f64 {
-    let bodies: Vec<String> = (0..n)
-        .map(|i| {
-            ban(
-                Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i as u32),
-                false,
-            )
-        })
-        .collect();
+    let bodies: Vec<String> = (0..n).map(|i| ban(cold(i), false)).collect();
     let started = Instant::now();
     let mut parsed = 0usize;
     for b in &bodies {
@@ -1633,8 +1631,6 @@ async fn ingest_and_footprint(
     })
     .await;
     let duration = Duration::from_secs(k.secs);
-    // Hosts below thresholds in 10.128.0.0/14 (one per request), so ingest is measured alone.
-    let cold = |i: usize| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i as u32);
     let sent = Arc::new(AtomicUsize::new(0));
     if k.wants(2) {
         let addr: SocketAddr = svc

@@ -187,15 +187,8 @@ async fn chain(app: crate::support::app::TestApp, lab: Upstream) {
     );
     let (_, host) = app.get("/api/v1/hosts/198.51.100.5", READ).await;
     assert_eq!(host["state"], "unbanned", "{host}");
-    // The ledger is written once the speaker confirms: BIRD may see the withdrawal first.
-    let e = app
-        .wait_for(
-            "/api/v1/escalations/198.51.100.0%2F24",
-            Duration::from_secs(5),
-            |e| e["state"] == "withdrawn",
-        )
+    app.expect_escalation_state("198.51.100.0/24", "withdrawn")
         .await;
-    assert_eq!(e["state"], "withdrawn", "{e}");
     drop(fnm);
     app.stop().await;
 }

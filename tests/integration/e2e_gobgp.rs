@@ -105,15 +105,8 @@ async fn escalation_reaches_bird_and_goes_away_with_the_unban() {
     assert_eq!(v6.communities, vec![Community::new(65001, 666)]);
     assert!(has(&routes, "198.51.103.0/24") && has(&routes, "198.51.100.7/32"));
 
-    // The ledger is written once the speaker has confirmed: BIRD may see the route first.
-    let e = app
-        .wait_for(
-            "/api/v1/escalations/198.51.100.0%2F24",
-            Duration::from_secs(5),
-            |e| e["state"] == "active",
-        )
+    app.expect_escalation_state("198.51.100.0/24", "active")
         .await;
-    assert_eq!(e["state"], "active", "{e}");
 
     // Unban: the /24 goes after min_hold; everything that is not ours stays.
     app.post("/api/v1/notifications", NOTIFY, unban("198.51.100.7"))
@@ -129,15 +122,8 @@ async fn escalation_reaches_bird_and_goes_away_with_the_unban() {
         "FastNetMon's /32 touched: {routes:?}"
     );
     assert!(has(&routes, "2001:db8:5::/48"));
-    // The ledger is written once the speaker confirms: BIRD may see the withdrawal first.
-    let e = app
-        .wait_for(
-            "/api/v1/escalations/198.51.100.0%2F24",
-            Duration::from_secs(5),
-            |e| e["state"] == "withdrawn",
-        )
+    app.expect_escalation_state("198.51.100.0/24", "withdrawn")
         .await;
-    assert_eq!(e["state"], "withdrawn", "{e}");
 
     // gobgpd dies and comes back empty: reconciliation re-announces what is active, and only
     // that (the withdrawn /24 stays withdrawn).

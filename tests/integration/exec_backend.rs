@@ -85,30 +85,16 @@ async fn exec_backend_announces_and_withdraws_through_the_gobgp_cli() {
         );
         assert_eq!(r.kind, "blackhole", "{prefix}");
     }
-    // The ledger is written once the command has exited: BIRD may see the route first.
-    let e = app
-        .wait_for(
-            "/api/v1/escalations/198.51.100.0%2F24",
-            Duration::from_secs(5),
-            |e| e["state"] == "active",
-        )
+    app.expect_escalation_state("198.51.100.0/24", "active")
         .await;
-    assert_eq!(e["state"], "active", "{e}");
 
     app.post("/api/v1/notifications", NOTIFY, unban("198.51.100.7"))
         .await;
     let routes = lab.wait_for_routes(|r| !has(r, "198.51.100.0/24"), Duration::from_secs(10));
     assert!(!has(&routes, "198.51.100.0/24"), "{routes:?}");
     assert!(has(&routes, "2001:db8:5::/48"), "{routes:?}");
-    // The ledger is written once the speaker confirms: BIRD may see the withdrawal first.
-    let e = app
-        .wait_for(
-            "/api/v1/escalations/198.51.100.0%2F24",
-            Duration::from_secs(5),
-            |e| e["state"] == "withdrawn",
-        )
+    app.expect_escalation_state("198.51.100.0/24", "withdrawn")
         .await;
-    assert_eq!(e["state"], "withdrawn", "{e}");
     app.stop().await;
 }
 

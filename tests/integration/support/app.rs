@@ -170,6 +170,18 @@ impl TestApp {
         }
     }
 
+    /// Waits (at most 5 s) for the live escalation of the /24 or /48 `prefix` to be in `state`,
+    /// and asserts it is: the ledger is written once the speaker has confirmed, so BIRD may see
+    /// an announcement or a withdrawal before the ledger says so. Returns the escalation.
+    pub async fn expect_escalation_state(&self, prefix: &str, state: &str) -> Value {
+        let path = format!("/api/v1/escalations/{}", prefix.replace('/', "%2F"));
+        let e = self
+            .wait_for(&path, Duration::from_secs(5), |e| e["state"] == state)
+            .await;
+        assert_eq!(e["state"], state, "{e}");
+        e
+    }
+
     /// Writes the config as a TOML file (for the binary's notify command).
     pub fn write_config(&self) -> PathBuf {
         write_config(&self.config, self.dir.path())
