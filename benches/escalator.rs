@@ -9,7 +9,8 @@
 //! Knobs (environment): `FNM_BENCH_TARGETS=1,3,4` (which targets), `FNM_BENCH_N=1000,10000`
 //! (convergence sizes: the script runs at the first only), `FNM_BENCH_TRIALS=200`,
 //! `FNM_BENCH_ACTIVE=0` (/24s escalated before target 3's trials, so each trial's announcement
-//! meets a full RIB), `FNM_BENCH_BURST=5000`, `FNM_BENCH_HOSTS=100000`, `FNM_BENCH_ESCALATIONS=1000`,
+//! meets a full RIB), `FNM_BENCH_BANNED=0` (hosts banned below thresholds before target 3's
+//! trials, in 10.128.0.0/10), `FNM_BENCH_BURST=5000`, `FNM_BENCH_HOSTS=100000`, `FNM_BENCH_ESCALATIONS=1000`,
 //! `FNM_BENCH_SECS=10` (each ingest phase), `FNM_BENCH_API_CONCURRENCY=128` (the service's
 //! `fastnetmon.api_concurrency` in target 1), `FNM_BENCH_BAN_LIST_MS=500` (its
 //! `fastnetmon.ban_list_interval`; 0: the ban list only with each poll), `FNM_BENCH_PER24=1`
@@ -63,6 +64,9 @@ struct Knobs {
     trials: usize,
     /// Escalations already announced when target 3's trials start (FNM_BENCH_ACTIVE).
     active: usize,
+    /// Hosts banned below thresholds when target 3's trials start (FNM_BENCH_BANNED): a
+    /// carpet-bombing attack's many small victims, which the checker must look past.
+    banned: usize,
     burst: usize,
     hosts: usize,
     escalations: usize,
@@ -124,6 +128,7 @@ impl Knobs {
             n,
             trials: env_usize("FNM_BENCH_TRIALS", if quick { 50 } else { 200 }),
             active: env_usize("FNM_BENCH_ACTIVE", 0),
+            banned: env_usize("FNM_BENCH_BANNED", 0),
             burst: env_usize("FNM_BENCH_BURST", if quick { 1000 } else { 5000 }),
             hosts: env_usize("FNM_BENCH_HOSTS", if quick { 10_000 } else { 100_000 }),
             escalations: env_usize("FNM_BENCH_ESCALATIONS", if quick { 200 } else { 1000 }),
@@ -585,7 +590,7 @@ fn ip(a: u8, i: usize) -> Ipv4Addr {
 }
 
 /// Target 2's `i`-th host, below thresholds in 10.128.0.0/10 (one per request), so that ingest
-/// is measured alone; also the hosts of its floor's rows.
+/// is measured alone; also the hosts of its floor's rows, and target 3's background bans.
 fn cold(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i as u32)
 }
@@ -1167,6 +1172,17 @@ async fn reaction(
         }
         println!("  {} routes at BIRD before the trials", k.active);
     }
+    // Many small victims (below thresholds, in 10.128.0.0/10, away from the other hosts): what
+    // each decision has to look past under carpet bombing.
+    if k.banned > 0 {
+        let hosts: Vec<Ipv4Addr> = (0..k.banned).map(cold).collect();
+        let banned = ban_all(http, &svc, hosts, false).await;
+        assert_eq!(banned.ok, k.banned, "not every background ban was accepted");
+        println!(
+            "  {} hosts banned below thresholds before the trials",
+            k.banned
+        );
+    }
     let (mut from_accept, mut from_send) = (Vec::new(), Vec::new());
     let mut missed = 0;
     for i in 0..k.trials {
@@ -1204,10 +1220,13 @@ async fn reaction(
     from_accept.sort_unstable();
     from_send.sort_unstable();
     let (p50, p99) = (pct(&from_accept, 50.0), pct(&from_accept, 99.0));
-    let label = match k.active {
-        0 => format!("{} trials", k.trials),
-        a => format!("{} trials, {a} routes already announced", k.trials),
-    };
+    let mut label = format!("{} trials", k.trials);
+    if k.active > 0 {
+        label += &format!(", {} routes already announced", k.active);
+    }
+    if k.banned > 0 {
+        label += &format!(", {} hosts banned below thresholds", k.banned);
+    }
     report.add(
         "3",
         format!("{label}: p50 notification accepted -> route at BIRD"),

@@ -1,10 +1,12 @@
 //! SQLite through sqlx: the only place with SQL outside `migrations/`. Writes go through one
 //! connection (SQLite has one writer anyway, and a queue beats lock contention); notifications,
 //! reconciliation, samples and the escalation ledger reach it through the recorder thread
-//! (`record`), everything else through sqlx directly. Reads use a small pool; the reads of every
-//! banned host run with rusqlite (`read`). WAL mode; a write that returned has been committed,
-//! or (notifications under load) journaled, and is committed before any read sees the database.
+//! (`record`), everything else through sqlx directly. Reads use a small pool; the banned hosts,
+//! read in full at every checker cycle, are also kept in memory by the recorder (`banned`,
+//! `read`). WAL mode; a write that returned has been committed, or (notifications under load)
+//! journaled, and is committed before any read sees the database.
 
+mod banned;
 mod escalations;
 mod events;
 mod hosts;
@@ -57,6 +59,8 @@ pub struct Store {
     read: SqlitePool,
     /// Notifications, samples and ledger writes go through here, in order (see `record`).
     recorder: record::Recorder,
+    /// The banned hosts and their newest samples, kept by the recorder (see `banned`).
+    banned: std::sync::Arc<banned::BannedIndex>,
     /// Stops when the last clone of the store is dropped.
     _checkpointer: Option<Checkpointer>,
 }
@@ -162,11 +166,13 @@ impl Store {
             ),
             None => (None, None),
         };
-        let recorder = record::Recorder::start(write.clone(), journal)?;
+        let banned = std::sync::Arc::new(banned::BannedIndex::default());
+        let recorder = record::Recorder::start(write.clone(), journal, banned.clone())?;
         Ok(Store {
             write,
             read,
             recorder,
+            banned,
             _checkpointer: checkpointer,
         })
     }

@@ -1,8 +1,10 @@
 //! The reads done for every banned host at every checker cycle, poll and push (100,000 hosts
-//! under carpet bombing): run with rusqlite on a read connection's handle, on a blocking thread,
-//! decoding straight into addresses and numbers. Through sqlx every row was copied into an
-//! owned row and its text into a `String` first; a checker cycle over 100,000 banned hosts
-//! spent over half a second and tens of MiB doing so.
+//! under carpet bombing). They come from the index the recorder keeps in memory (`banned`);
+//! until it is loaded, and after a failed write until it is loaded again, from the database:
+//! with rusqlite on a read connection's handle, on a blocking thread, decoding straight into
+//! addresses and numbers. (Through sqlx every row was copied into an owned row and its text
+//! into a `String` first; a checker cycle over 100,000 banned hosts spent over half a second
+//! and tens of MiB doing so.)
 
 use std::net::IpAddr;
 
@@ -25,6 +27,9 @@ pub struct BannedNow {
 impl Store {
     /// Each banned host and since when, oldest ban first.
     pub async fn banned_since(&self) -> Result<Vec<(IpAddr, Millis)>, StoreError> {
+        if let Some(banned) = self.banned.since() {
+            return Ok(banned);
+        }
         let mut out = with_read(self.reads().await?, |c| {
             let mut stmt = c.prepare(
                 "SELECT ip, COALESCE(banned_at, state_at) FROM hosts WHERE state = 'banned'",
@@ -44,46 +49,51 @@ impl Store {
     }
 
     /// Every banned host with its newest sample, oldest ban first: what a checker cycle
-    /// decides on, in one read.
+    /// decides on. From memory (see `banned`), or from the database while that is not loaded.
     pub async fn banned_now(&self) -> Result<Vec<BannedNow>, StoreError> {
-        let mut out = with_read(self.reads().await?, |c| {
-            let mut stmt = c.prepare(
-                "SELECT h.ip, COALESCE(h.banned_at, h.state_at),
-                        s.at, s.in_bps, s.out_bps, s.in_pps, s.out_pps
-                 FROM hosts h LEFT JOIN latest_samples s ON s.ip = h.ip
-                 WHERE h.state = 'banned'",
-            )?;
-            let mut rows = stmt.query([])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                let Some(ip) = parse_ip(r)? else {
-                    continue;
-                };
-                let at: Option<Millis> = r.get(2)?;
-                let sample = match at {
-                    Some(at) => Some((
-                        at,
-                        Traffic {
-                            in_bps: from_sql_u64(r.get(3)?),
-                            out_bps: from_sql_u64(r.get(4)?),
-                            in_pps: from_sql_u64(r.get(5)?),
-                            out_pps: from_sql_u64(r.get(6)?),
-                        },
-                    )),
-                    None => None,
-                };
-                out.push(BannedNow {
-                    ip,
-                    since: r.get(1)?,
-                    sample,
-                });
-            }
-            Ok(out)
-        })
-        .await?;
+        if let Some(banned) = self.banned.snapshot() {
+            return Ok(banned);
+        }
+        let mut out = with_read(self.reads().await?, banned_hosts).await?;
         out.sort_unstable_by_key(|b| (b.since, b.ip));
         Ok(out)
     }
+}
+
+/// Every banned host with its newest sample, as the database on `c` holds them, in no order.
+pub(super) fn banned_hosts(c: &Connection) -> Result<Vec<BannedNow>, StoreError> {
+    let mut stmt = c.prepare(
+        "SELECT h.ip, COALESCE(h.banned_at, h.state_at),
+                s.at, s.in_bps, s.out_bps, s.in_pps, s.out_pps
+         FROM hosts h LEFT JOIN latest_samples s ON s.ip = h.ip
+         WHERE h.state = 'banned'",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let Some(ip) = parse_ip(r)? else {
+            continue;
+        };
+        let at: Option<Millis> = r.get(2)?;
+        let sample = match at {
+            Some(at) => Some((
+                at,
+                Traffic {
+                    in_bps: from_sql_u64(r.get(3)?),
+                    out_bps: from_sql_u64(r.get(4)?),
+                    in_pps: from_sql_u64(r.get(5)?),
+                    out_pps: from_sql_u64(r.get(6)?),
+                },
+            )),
+            None => None,
+        };
+        out.push(BannedNow {
+            ip,
+            since: r.get(1)?,
+            sample,
+        });
+    }
+    Ok(out)
 }
 
 /// The address in the row's first column; None (the row is skipped, as the sqlx reads did)
@@ -160,7 +170,8 @@ mod tests {
             ])
             .await
             .expect("samples");
-        let now = store.banned_now().await.expect("read");
+        let now = from_index(&store).await;
+        assert_eq!(now, from_database(&store).await);
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         assert_eq!(
             now,
@@ -185,5 +196,135 @@ mod tests {
         let since = store.banned_since().await.expect("read");
         let want: Vec<(IpAddr, Millis)> = now.iter().map(|b| (b.ip, b.since)).collect();
         assert_eq!(since, want);
+    }
+
+    /// The index, once the recorder has loaded it (bounded wait).
+    async fn from_index(store: &Store) -> Vec<BannedNow> {
+        for _ in 0..200 {
+            if let Some(banned) = store.banned.snapshot() {
+                assert_eq!(banned, store.banned_now().await.expect("read"));
+                return banned;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the recorder did not load the banned hosts within 2 s");
+    }
+
+    async fn from_database(store: &Store) -> Vec<BannedNow> {
+        let mut out = with_read(store.reads().await.expect("settle"), banned_hosts)
+            .await
+            .expect("read");
+        out.sort_unstable_by_key(|b| (b.since, b.ip));
+        out
+    }
+
+    /// A small deterministic generator (no dependency for one test).
+    struct Lcg(u64);
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// Bans, unbans, repeats, out-of-order and duplicate deliveries, samples and ban-list
+    /// reconciliation, many at once so that they go in groups (and, under load, through the
+    /// journal): the index must end as the database does, after each round.
+    #[tokio::test]
+    async fn the_index_matches_the_database_through_every_kind_of_write() {
+        let (_dir, store) = crate::store::open_temp().await;
+        from_index(&store).await;
+        let mut rng = Lcg(7);
+        let ips: Vec<String> = (0..24)
+            .map(|i| match i % 3 {
+                0 => format!("2001:db8::{i:x}"),
+                _ => format!("10.9.{}.{}", i / 8, i),
+            })
+            .collect();
+        let body = |ip: &str, action: &str, traffic: Option<u64>| {
+            let mut v = serde_json::json!({ "ip": ip, "action": action, "alert_scope": "host" });
+            if let Some(bytes) = traffic {
+                v["attack_details"] = serde_json::json!({
+                    "total_incoming_traffic": bytes, "total_incoming_pps": bytes / 100,
+                });
+            }
+            v.to_string()
+        };
+        let (mut banned_seen, mut sampled_seen) = (0, 0);
+        for round in 0..12 {
+            let mut notes = Vec::new();
+            for _ in 0..60 {
+                let i = rng.below(ips.len() as u64) as usize;
+                let ip = &ips[i];
+                let action = ["ban", "ban", "unban", "attack_details"][rng.below(4) as usize];
+                // The second half of the hosts never has a sample.
+                let traffic = (i < 12 && rng.below(3) > 0).then(|| 1_000 + rng.below(1_000_000));
+                // Observation times jump back and forth: stale deliveries are normal.
+                let at = 1_000_000 + round * 10_000 + rng.below(20_000) as Millis;
+                let key = (rng.below(5) == 0).then(|| format!("k{}", rng.below(40)));
+                let mut inc = crate::store::incoming(&body(ip, action, traffic), at, None);
+                inc.idempotency_key = key;
+                notes.push(inc);
+            }
+            let results = futures_util::future::join_all(
+                notes.into_iter().map(|n| store.record_notification(n)),
+            )
+            .await;
+            assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+            let samples: Vec<SampleIn> = (0..20)
+                .map(|_| SampleIn {
+                    ip: ips[rng.below(12) as usize].parse().expect("ip"),
+                    at: 1_000_000 + round * 10_000 + rng.below(20_000) as Millis,
+                    source: "influxdb".into(),
+                    traffic: Traffic {
+                        in_bps: rng.below(1 << 40),
+                        ..Traffic::default()
+                    },
+                })
+                .collect();
+            store.record_samples(&samples).await.expect("samples");
+            let items: Vec<crate::store::Reconciled> = (0..4)
+                .map(|_| {
+                    let ip = &ips[rng.below(ips.len() as u64) as usize];
+                    let action = if rng.below(2) == 0 { "ban" } else { "unban" };
+                    let at = 1_000_000 + round * 10_000 + 20_000;
+                    crate::store::Reconciled {
+                        incoming: crate::store::incoming(&body(ip, action, None), at, None),
+                        reason: "test".into(),
+                    }
+                })
+                .collect();
+            store
+                .record_reconciliation(&items)
+                .await
+                .expect("reconcile");
+            let (index, database) = (from_index(&store).await, from_database(&store).await);
+            assert_eq!(index, database, "round {round}");
+            banned_seen += index.len();
+            sampled_seen += index.iter().filter(|b| b.sample.is_some()).count();
+        }
+        // The rounds had banned hosts with and without samples to compare.
+        assert!(
+            banned_seen > 24 && sampled_seen > 0 && sampled_seen < banned_seen,
+            "{banned_seen} banned, {sampled_seen} with a sample"
+        );
+        // Invalidated (as after a failed write), the index is read from the database while
+        // the recorder loads it again, at the end of its next run of work.
+        let before = from_database(&store).await;
+        store.banned.invalidate();
+        assert_eq!(store.banned_now().await.expect("read"), before);
+        store.record_samples(&[]).await.expect("nothing to record");
+        store
+            .record_notification(crate::store::incoming(
+                &body("10.9.9.9", "unban", None),
+                1,
+                None,
+            ))
+            .await
+            .expect("record");
+        assert_eq!(from_index(&store).await, before);
     }
 }

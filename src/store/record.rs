@@ -30,6 +30,9 @@
 //!
 //! Ban-list reconciliation, traffic samples and the escalation ledger's writes (`ledger.rs`)
 //! take the same path, each as a transaction of its own in arrival order.
+//!
+//! As the one writer of hosts and samples, the recorder also keeps the banned hosts in memory
+//! (`banned`): each job's changes are published when it is acknowledged, before its answer.
 
 use std::cell::{RefCell, RefMut};
 use std::collections::hash_map::Entry;
@@ -43,8 +46,9 @@ use rusqlite::{params, Connection, OptionalExtension, Statement, TransactionBeha
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::banned::{BannedIndex, Change};
 use super::escalations::LedgerWrite;
-use super::hosts::{family, sql_u64};
+use super::hosts::{family, from_sql_u64, sql_u64};
 use super::journal::{Entry as JournalEntry, Journal};
 use super::{Incoming, Lent, NewEvent, Outcome, Reconciled, Recorded, SampleIn, StoreError};
 use crate::clock::Millis;
@@ -103,11 +107,15 @@ pub(super) struct Recorder {
 
 impl Recorder {
     /// Starts the recorder thread on `pool` (the one write connection), acknowledging groups
-    /// through `journal` under load when there is one. The thread ends when the last `Recorder`
-    /// is dropped.
-    pub fn start(pool: SqlitePool, journal: Option<Journal>) -> Result<Recorder, StoreError> {
+    /// through `journal` under load when there is one, and keeping `index` (loaded first
+    /// thing). The thread ends when the last `Recorder` is dropped.
+    pub fn start(
+        pool: SqlitePool,
+        journal: Option<Journal>,
+        index: Arc<BannedIndex>,
+    ) -> Result<Recorder, StoreError> {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        let ingest = Ingest::new(journal);
+        let ingest = Ingest::new(journal, index);
         let uncommitted = ingest.uncommitted.clone();
         // Its own runtime: the recorder blocks in SQLite while it writes, which must not hold
         // up a worker of the service's runtime.
@@ -212,6 +220,9 @@ fn raise_priority() {
 }
 
 async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>, mut ingest: Ingest) {
+    if let Err(e) = load_index(&pool, &ingest).await {
+        tracing::warn!(error = %e, "cannot load the banned hosts into memory; they are read from the database");
+    }
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut jobs, MAX_GROUP).await > 0 {
         if let Err(e) = hold(&pool, &mut rx, &mut jobs, &mut ingest).await {
@@ -263,7 +274,34 @@ async fn hold(
     if let Err(e) = ingest.commit(&db) {
         tracing::error!(error = %e, "cannot commit acknowledged notifications; they stay in the ingest journal");
     }
+    if !ingest.index.is_valid() && !ingest.recovering() {
+        reload_index(&db, &ingest.index);
+    }
     Ok(())
+}
+
+/// Loads the banned-host index from the write connection (see `banned`).
+async fn load_index(pool: &SqlitePool, ingest: &Ingest) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    let mut handle = conn.lock_handle().await?;
+    let lent = Lent::new(&mut handle)?;
+    reload_index(&Db::new(&lent), &ingest.index);
+    Ok(())
+}
+
+/// Reads the banned hosts on the writer's own connection, so that what it reads is everything
+/// acknowledged: nothing is written meanwhile, and whatever is open in its transaction was
+/// acknowledged. Left invalid (readers use the database) if the read fails.
+fn reload_index(db: &Db<'_>, index: &BannedIndex) {
+    match super::read::banned_hosts(db.conn) {
+        Ok(banned) => {
+            tracing::debug!(hosts = banned.len(), "banned hosts loaded into memory");
+            index.load(banned);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot load the banned hosts into memory; they are read from the database");
+        }
+    }
 }
 
 impl Job {
@@ -299,14 +337,18 @@ fn work(db: &Db<'_>, jobs: &mut Vec<Job>, ingest: &mut Ingest, busy: bool) {
                     .iter()
                     .map(|r| (&r.incoming, Some(r.reason.as_str())))
                     .collect();
-                let _ = reply.send(record_group(db, &items));
+                let result = record_group(db, &items);
+                ingest.publish(db, result.is_ok());
+                let _ = reply.send(result);
             }
             Job::Samples {
                 samples,
                 history_every,
                 reply,
             } => {
-                let _ = reply.send(record_samples(db, &samples, history_every));
+                let result = record_samples(db, &samples, history_every);
+                ingest.publish(db, result.is_ok());
+                let _ = reply.send(result);
             }
             Job::Ledger {
                 writes,
@@ -330,6 +372,8 @@ fn work(db: &Db<'_>, jobs: &mut Vec<Job>, ingest: &mut Ingest, busy: bool) {
 struct Ingest {
     /// None for a database in memory, which has nothing to be durable on.
     journal: Option<Journal>,
+    /// The banned hosts in memory, kept with what is acknowledged (see `banned`).
+    index: Arc<BannedIndex>,
     /// A transaction is open (`BEGIN` done, no `COMMIT` yet).
     open: bool,
     /// The notifications acknowledged in the open transaction through the journal, in order:
@@ -341,13 +385,26 @@ struct Ingest {
 }
 
 impl Ingest {
-    fn new(journal: Option<Journal>) -> Ingest {
+    fn new(journal: Option<Journal>, index: Arc<BannedIndex>) -> Ingest {
         Ingest {
             journal,
+            index,
             open: false,
             kept: Vec::new(),
             last_seq: None,
             uncommitted: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Publishes the changes of what was just done to the banned-host index if all of it is
+    /// acknowledged; otherwise something published may have been rolled back with it, and the
+    /// index is loaded again at the end of the hold.
+    fn publish(&self, db: &Db<'_>, acknowledged: bool) {
+        let changes = db.take_changes();
+        if acknowledged {
+            self.index.publish(&changes);
+        } else {
+            self.index.invalidate();
         }
     }
 
@@ -502,6 +559,8 @@ fn record_notifications(db: &Db<'_>, group: &mut Vec<Waiting>, ingest: &mut Inge
         }
     };
     let journaled = results.iter().any(|r| r.is_ok()) && ingest.open;
+    // Before the answers: a caller that hears its ban is recorded finds it in the index.
+    ingest.publish(db, results.iter().all(|r| r.is_ok()));
     for ((incoming, reply), result) in group.drain(..).zip(results) {
         let ok = result.is_ok();
         // The caller may have gone (the client hung up): the notification is stored anyway,
@@ -653,6 +712,8 @@ struct Db<'c> {
     conn: &'c Connection,
     /// By the address of their SQL text: every statement here is a `&'static str`.
     prepared: RefCell<HashMap<usize, Statement<'c>>>,
+    /// What the statements run since the last `take_changes` did to the banned hosts.
+    changes: RefCell<Vec<Change>>,
 }
 
 impl<'c> Db<'c> {
@@ -660,7 +721,16 @@ impl<'c> Db<'c> {
         Db {
             conn,
             prepared: RefCell::new(HashMap::new()),
+            changes: RefCell::new(Vec::new()),
         }
+    }
+
+    fn note(&self, change: Change) {
+        self.changes.borrow_mut().push(change);
+    }
+
+    fn take_changes(&self) -> Vec<Change> {
+        std::mem::take(&mut *self.changes.borrow_mut())
     }
 
     fn stmt(&self, sql: &'static str) -> Result<RefMut<'_, Statement<'c>>, StoreError> {
@@ -733,9 +803,9 @@ fn record_one(db: &Db<'_>, inc: &Incoming, reason: Option<&str>) -> Result<Recor
     // does not refresh it (FastNetMon sends the detection-time figures again) and unban
     // carries none. It has no history row: the figures are in the notification's own row and
     // its audit event already, and a burst of bans paid for a third copy of each.
-    if let (Some(ip_s), Some(traffic)) = (&ip_s, n.traffic) {
+    if let (Some(ip), Some(ip_s), Some(traffic)) = (ip, &ip_s, n.traffic) {
         if matches!(n.action, Action::Ban | Action::AttackDetails) && outcome != Outcome::Stale {
-            upsert_latest(db, ip_s, inc.observed_at, "notification", traffic)?;
+            upsert_latest(db, ip, ip_s, inc.observed_at, "notification", traffic)?;
             wake = true;
         }
     }
@@ -852,6 +922,12 @@ fn apply_to_host(
                     ip_s
                 ])?;
             }
+            db.note(Change::Banned { ip, since: t });
+            // A sample from before the ban (a push, a poll) is the host's newest until a newer
+            // one comes.
+            if let Some((at, traffic)) = latest_sample(db, ip_s)? {
+                db.note(Change::Sample { ip, at, traffic });
+            }
             db.stmt(
                 "INSERT INTO ban_episodes (ip, started_at, attack_uuid, attack_type, protocol,
                      direction, severity, source)
@@ -899,6 +975,7 @@ fn apply_to_host(
                  WHERE ip = ?",
             )?
             .execute(params![t, t, now, ip_s])?;
+            db.note(Change::Unbanned { ip });
             db.stmt(
                 "UPDATE ban_episodes SET ended_at = ?, end_reason = ?
                  WHERE ip = ? AND ended_at IS NULL",
@@ -951,13 +1028,14 @@ fn insert_sample(db: &Db<'_>, s: &SampleIn, history_every: Millis) -> Result<(),
             sql_u64(tr.out_pps)
         ])?;
     }
-    upsert_latest(db, &ip, s.at, &s.source, s.traffic)
+    upsert_latest(db, s.ip, &ip, s.at, &s.source, s.traffic)
 }
 
-/// Upserts the host's newest sample; an older one never replaces it.
+/// Upserts the host's newest sample (`ip_s` is `ip` as stored); an older one never replaces it.
 fn upsert_latest(
     db: &Db<'_>,
-    ip: &str,
+    ip: IpAddr,
+    ip_s: &str,
     at: Millis,
     source: &str,
     tr: Traffic,
@@ -970,7 +1048,7 @@ fn upsert_latest(
          WHERE excluded.at >= latest_samples.at",
     )?
     .execute(params![
-        ip,
+        ip_s,
         at,
         source,
         sql_u64(tr.in_bps),
@@ -978,7 +1056,30 @@ fn upsert_latest(
         sql_u64(tr.in_pps),
         sql_u64(tr.out_pps)
     ])?;
+    db.note(Change::Sample {
+        ip,
+        at,
+        traffic: tr,
+    });
     Ok(())
+}
+
+/// The host's newest sample, if it has one.
+fn latest_sample(db: &Db<'_>, ip_s: &str) -> Result<Option<(Millis, Traffic)>, StoreError> {
+    Ok(db
+        .stmt("SELECT at, in_bps, out_bps, in_pps, out_pps FROM latest_samples WHERE ip = ?")?
+        .query_row([ip_s], |r| {
+            Ok((
+                r.get(0)?,
+                Traffic {
+                    in_bps: from_sql_u64(r.get(1)?),
+                    out_bps: from_sql_u64(r.get(2)?),
+                    in_pps: from_sql_u64(r.get(3)?),
+                    out_pps: from_sql_u64(r.get(4)?),
+                },
+            ))
+        })
+        .optional()?)
 }
 
 fn insert_event(db: &Db<'_>, e: &NewEvent) -> Result<(), StoreError> {
@@ -1283,7 +1384,9 @@ mod tests {
             .await
             .expect("seed");
             let journal = journaled.then(|| side_journal(&dir.path().join("side")));
-            let mut ingest = Ingest::new(journal);
+            let index = Arc::new(BannedIndex::default());
+            index.load(Vec::new());
+            let mut ingest = Ingest::new(journal, index.clone());
             let (mut group, answers) = waiting_bans(&["10.2.0.1", "10.9.9.9", "10.2.0.2"]);
             with_db(&store.write, |db| {
                 record_notifications(db, &mut group, &mut ingest, journaled);
@@ -1294,6 +1397,8 @@ mod tests {
             })
             .await
             .expect("lock");
+            // What was rolled back may have been published: the index is to be loaded again.
+            assert!(!index.is_valid());
             let mut results = Vec::new();
             for a in answers {
                 results.push(a.await.expect("answered"));
@@ -1358,7 +1463,7 @@ mod tests {
         // Another journal file stands in for the service's: this one is written and never
         // committed, as if the process had died after the answers.
         let side = dir.path().join("side");
-        let mut ingest = Ingest::new(Some(side_journal(&side)));
+        let mut ingest = Ingest::new(Some(side_journal(&side)), Arc::default());
         let (mut group, answers) = waiting_bans(&["10.3.0.1", "10.3.0.2", "10.3.0.3"]);
         with_db(&store.write, |db| {
             record_notifications(db, &mut group, &mut ingest, true);

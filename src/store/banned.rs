@@ -1,0 +1,241 @@
+//! The banned hosts and their newest samples, kept in memory beside the database: what every
+//! checker cycle, Advanced poll and `/write` push reads in full.
+//!
+//! Read from SQLite, that was one pass over every banned host per cycle: at 100,000 banned
+//! hosts (a carpet-bombing attack, most of them below thresholds) about 150 ms of the 180 ms a
+//! crossing notification then waited for its route (see BENCHMARKS.md). The recorder is the one
+//! writer of hosts and samples, so it keeps this index as it writes: each job's changes are
+//! published once the job is acknowledged (before its callers hear so), and a job that fails
+//! publishes nothing. After a failure that rolled back work already published, the recorder
+//! loads the index again from its own connection; until then, and until its first load at
+//! start, readers get `None` and read the database instead, as before.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
+
+use super::read::BannedNow;
+use crate::clock::Millis;
+use crate::fastnetmon::Traffic;
+
+/// One change to the index, in the order the recorder made it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Change {
+    /// The host is banned from `since` (its ban's observation time).
+    Banned {
+        ip: IpAddr,
+        since: Millis,
+    },
+    Unbanned {
+        ip: IpAddr,
+    },
+    /// The host's newest sample, if it is not older than the one it has (as in
+    /// `latest_samples`); nothing for a host that is not banned.
+    Sample {
+        ip: IpAddr,
+        at: Millis,
+        traffic: Traffic,
+    },
+}
+
+/// A banned host's newest sample, if it has one.
+type Newest = Option<(Millis, Traffic)>;
+
+#[derive(Default)]
+struct State {
+    /// The database was read into the maps, and every change acknowledged since applied.
+    valid: bool,
+    /// Each banned host's ban time: its key in `hosts`.
+    since: HashMap<IpAddr, Millis>,
+    /// Oldest ban first, as readers want them: sorting 100,000 hosts at every read took half
+    /// of a checker cycle.
+    hosts: BTreeMap<(Millis, IpAddr), Newest>,
+}
+
+impl State {
+    fn ban(&mut self, ip: IpAddr, since: Millis, newest: Newest) {
+        if let Some(old) = self.since.insert(ip, since) {
+            self.hosts.remove(&(old, ip));
+        }
+        self.hosts.insert((since, ip), newest);
+    }
+}
+
+#[derive(Default)]
+pub(super) struct BannedIndex {
+    state: Mutex<State>,
+}
+
+impl BannedIndex {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing here can panic while the lock is held, but a poisoned lock still holds a
+        // consistent map: every change is applied whole.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies acknowledged changes, in order (none while the index is not valid).
+    pub fn publish(&self, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut s = self.lock();
+        if !s.valid {
+            return;
+        }
+        for c in changes {
+            match *c {
+                Change::Banned { ip, since } => s.ban(ip, since, None),
+                Change::Unbanned { ip } => {
+                    if let Some(since) = s.since.remove(&ip) {
+                        s.hosts.remove(&(since, ip));
+                    }
+                }
+                Change::Sample { ip, at, traffic } => {
+                    let Some(&since) = s.since.get(&ip) else {
+                        continue;
+                    };
+                    if let Some(newest) = s.hosts.get_mut(&(since, ip)) {
+                        if newest.is_none_or(|(newest, _)| at >= newest) {
+                            *newest = Some((at, traffic));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Something acknowledged may have been rolled back, or something rolled back published:
+    /// readers go to the database until the recorder loads the index again.
+    pub fn invalidate(&self) {
+        let mut s = self.lock();
+        s.valid = false;
+        s.since = HashMap::new();
+        s.hosts = BTreeMap::new();
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.lock().valid
+    }
+
+    /// Replaces the index with what the database holds (read by the writer, so that nothing
+    /// changed between the read and this).
+    pub fn load(&self, banned: Vec<BannedNow>) {
+        let mut state = State {
+            valid: true,
+            ..State::default()
+        };
+        for b in banned {
+            state.ban(b.ip, b.since, b.sample);
+        }
+        *self.lock() = state;
+    }
+
+    /// Every banned host with its newest sample, oldest ban first; `None` while the index is
+    /// not valid.
+    pub fn snapshot(&self) -> Option<Vec<BannedNow>> {
+        let s = self.lock();
+        s.valid.then(|| {
+            s.hosts
+                .iter()
+                .map(|(&(since, ip), &sample)| BannedNow { ip, since, sample })
+                .collect()
+        })
+    }
+
+    /// Each banned host and since when, oldest ban first; `None` while the index is not valid.
+    pub fn since(&self) -> Option<Vec<(IpAddr, Millis)>> {
+        let s = self.lock();
+        s.valid
+            .then(|| s.hosts.keys().map(|&(since, ip)| (ip, since)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn traffic(in_pps: u64) -> Traffic {
+        Traffic {
+            in_pps,
+            ..Traffic::default()
+        }
+    }
+
+    fn loaded() -> BannedIndex {
+        let index = BannedIndex::default();
+        index.load(Vec::new());
+        index
+    }
+
+    #[test]
+    fn reads_nothing_until_loaded_and_after_invalidation() {
+        let index = BannedIndex::default();
+        assert!(index.snapshot().is_none());
+        index.publish(&[Change::Banned {
+            ip: ip("10.0.0.1"),
+            since: 1,
+        }]);
+        index.load(Vec::new());
+        assert_eq!(
+            index.snapshot(),
+            Some(Vec::new()),
+            "nothing published while invalid"
+        );
+        index.invalidate();
+        assert!(index.snapshot().is_none() && index.since().is_none());
+    }
+
+    #[test]
+    fn applies_bans_unbans_and_newest_samples_in_order() {
+        let index = loaded();
+        let (a, b) = (ip("10.0.0.1"), ip("2001:db8::1"));
+        index.publish(&[
+            Change::Banned { ip: b, since: 20 },
+            Change::Sample {
+                ip: b,
+                at: 30,
+                traffic: traffic(5),
+            },
+            // An older sample never replaces a newer one; a host not banned gets none.
+            Change::Sample {
+                ip: b,
+                at: 25,
+                traffic: traffic(9),
+            },
+            Change::Sample {
+                ip: a,
+                at: 30,
+                traffic: traffic(7),
+            },
+            Change::Banned { ip: a, since: 10 },
+        ]);
+        assert_eq!(
+            index.snapshot(),
+            Some(vec![
+                BannedNow {
+                    ip: a,
+                    since: 10,
+                    sample: None
+                },
+                BannedNow {
+                    ip: b,
+                    since: 20,
+                    sample: Some((30, traffic(5)))
+                },
+            ])
+        );
+        assert_eq!(index.since(), Some(vec![(a, 10), (b, 20)]));
+        index.publish(&[Change::Unbanned { ip: a }, Change::Unbanned { ip: a }]);
+        assert_eq!(index.since(), Some(vec![(b, 20)]));
+        // Banned again at another time, a host moves (and is there once).
+        index.publish(&[
+            Change::Banned { ip: a, since: 40 },
+            Change::Banned { ip: b, since: 50 },
+        ]);
+        assert_eq!(index.since(), Some(vec![(a, 40), (b, 50)]));
+    }
+}
