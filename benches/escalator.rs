@@ -10,7 +10,8 @@
 //! (convergence sizes: the script runs at the first only), `FNM_BENCH_TRIALS=200`,
 //! `FNM_BENCH_ACTIVE=0` (/24s escalated before target 3's trials, so each trial's announcement
 //! meets a full RIB), `FNM_BENCH_BANNED=0` (hosts banned below thresholds before target 3's
-//! trials, in 10.128.0.0/10), `FNM_BENCH_BURST=5000`, `FNM_BENCH_HOSTS=100000`, `FNM_BENCH_ESCALATIONS=1000`,
+//! trials, in 10.128.0.0/10), `FNM_BENCH_BAN_RATE=0` (more of them per second during the
+//! trials), `FNM_BENCH_BURST=5000`, `FNM_BENCH_HOSTS=100000`, `FNM_BENCH_ESCALATIONS=1000`,
 //! `FNM_BENCH_SECS=10` (each ingest phase), `FNM_BENCH_API_CONCURRENCY=128` (the service's
 //! `fastnetmon.api_concurrency` in target 1), `FNM_BENCH_BAN_LIST_MS=500` (its
 //! `fastnetmon.ban_list_interval`; 0: the ban list only with each poll), `FNM_BENCH_PER24=1`
@@ -38,7 +39,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,9 @@ struct Knobs {
     /// Hosts banned below thresholds when target 3's trials start (FNM_BENCH_BANNED): a
     /// carpet-bombing attack's many small victims, which the checker must look past.
     banned: usize,
+    /// More such bans per second while target 3's trials run (FNM_BENCH_BAN_RATE): the attack
+    /// still spreading.
+    ban_rate: usize,
     burst: usize,
     hosts: usize,
     escalations: usize,
@@ -129,6 +133,7 @@ impl Knobs {
             trials: env_usize("FNM_BENCH_TRIALS", if quick { 50 } else { 200 }),
             active: env_usize("FNM_BENCH_ACTIVE", 0),
             banned: env_usize("FNM_BENCH_BANNED", 0),
+            ban_rate: env_usize("FNM_BENCH_BAN_RATE", 0),
             burst: env_usize("FNM_BENCH_BURST", if quick { 1000 } else { 5000 }),
             hosts: env_usize("FNM_BENCH_HOSTS", if quick { 10_000 } else { 100_000 }),
             escalations: env_usize("FNM_BENCH_ESCALATIONS", if quick { 200 } else { 1000 }),
@@ -1183,6 +1188,35 @@ async fn reaction(
             k.banned
         );
     }
+    // The attack still spreading: more small victims banned while the trials run, in ticks of
+    // 10 ms, until the trials end (and at most a million).
+    let stop = Arc::new(AtomicBool::new(false));
+    let background = (k.ban_rate > 0).then(|| {
+        let (http, url, stop) = (http.clone(), url.clone(), stop.clone());
+        let (first, per_tick) = (k.banned, k.ban_rate.div_ceil(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let (started, mut sent, mut failed) = (Instant::now(), 0usize, 0usize);
+            while !stop.load(Ordering::Relaxed) && sent < 1_000_000 {
+                tick.tick().await;
+                let bans = (0..per_tick).map(|j| {
+                    http.post(&url)
+                        .bearer_auth(NOTIFY)
+                        .header("content-type", "application/json")
+                        .body(ban(cold(first + sent + j), false))
+                        .send()
+                });
+                for r in futures_util::future::join_all(bans).await {
+                    if !r.is_ok_and(|r| r.status().is_success()) {
+                        failed += 1;
+                    }
+                }
+                sent += per_tick;
+            }
+            (sent, failed, started.elapsed())
+        })
+    });
     let (mut from_accept, mut from_send) = (Vec::new(), Vec::new());
     let mut missed = 0;
     for i in 0..k.trials {
@@ -1217,6 +1251,11 @@ async fn reaction(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    stop.store(true, Ordering::Relaxed);
+    let background = match background {
+        Some(task) => Some(task.await.expect("the background bans")),
+        None => None,
+    };
     from_accept.sort_unstable();
     from_send.sort_unstable();
     let (p50, p99) = (pct(&from_accept, 50.0), pct(&from_accept, 99.0));
@@ -1226,6 +1265,9 @@ async fn reaction(
     }
     if k.banned > 0 {
         label += &format!(", {} hosts banned below thresholds", k.banned);
+    }
+    if k.ban_rate > 0 {
+        label += &format!(", {}/s more", k.ban_rate);
     }
     report.add(
         "3",
@@ -1256,6 +1298,19 @@ async fn reaction(
         "-",
         None,
     );
+    if let Some((sent, failed, took)) = background {
+        report.add(
+            "3",
+            format!("{label}: bans during the trials"),
+            format!(
+                "{sent} in {} = {:.0}/s, {failed} failed",
+                secs(took),
+                sent as f64 / took.as_secs_f64()
+            ),
+            "-",
+            Some(failed == 0),
+        );
+    }
     drop(svc);
     clear_gobgp(lab, bird);
 }
