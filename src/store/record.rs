@@ -475,6 +475,9 @@ impl Ingest {
             db.conn.execute_batch("COMMIT")?;
             Ok::<(), StoreError>(())
         })();
+        // Their changes reached the banned-host index when they were acknowledged; none of
+        // these (a replay, or a failed and rolled-back one) is news to it.
+        db.take_changes();
         match done {
             Ok(()) => {
                 tracing::info!(
@@ -1491,6 +1494,21 @@ mod tests {
             let host = store.get_host(ip.parse().expect("ip")).await.expect("read");
             assert_eq!(host.map(|h| h.state), Some("banned".to_string()), "{ip}");
         }
+        // The banned hosts in memory are loaded after the replay, so they are there too.
+        let mut loaded = None;
+        for _ in 0..200 {
+            loaded = store.banned.snapshot();
+            if loaded.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let loaded: Vec<String> = loaded
+            .expect("loaded within 2 s")
+            .iter()
+            .map(|b| b.ip.to_string())
+            .collect();
+        assert_eq!(loaded, ["10.3.0.1", "10.3.0.2", "10.3.0.3"]);
         let stored: Vec<i64> = sqlx::query_scalar("SELECT id FROM notifications ORDER BY id")
             .fetch_all(&store.read)
             .await
