@@ -30,22 +30,9 @@ impl Store {
         if let Some(banned) = self.banned.since() {
             return Ok(banned);
         }
-        let mut out = with_read(self.reads().await?, |c| {
-            let mut stmt = c.prepare(
-                "SELECT ip, COALESCE(banned_at, state_at) FROM hosts WHERE state = 'banned'",
-            )?;
-            let mut rows = stmt.query([])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                if let Some(ip) = parse_ip(r)? {
-                    out.push((ip, r.get(1)?));
-                }
-            }
-            Ok(out)
-        })
-        .await?;
-        out.sort_unstable_by_key(|&(ip, since)| (since, ip));
-        Ok(out)
+        // Only until the index is loaded: the same read as `banned_now`.
+        let banned = self.banned_now().await?;
+        Ok(banned.into_iter().map(|b| (b.ip, b.since)).collect())
     }
 
     /// Every banned host with its newest sample, oldest ban first: what a checker cycle
@@ -76,15 +63,7 @@ pub(super) fn banned_hosts(c: &Connection) -> Result<Vec<BannedNow>, StoreError>
         };
         let at: Option<Millis> = r.get(2)?;
         let sample = match at {
-            Some(at) => Some((
-                at,
-                Traffic {
-                    in_bps: from_sql_u64(r.get(3)?),
-                    out_bps: from_sql_u64(r.get(4)?),
-                    in_pps: from_sql_u64(r.get(5)?),
-                    out_pps: from_sql_u64(r.get(6)?),
-                },
-            )),
+            Some(at) => Some((at, traffic_at(r, 3)?)),
             None => None,
         };
         out.push(BannedNow {
@@ -94,6 +73,16 @@ pub(super) fn banned_hosts(c: &Connection) -> Result<Vec<BannedNow>, StoreError>
         });
     }
     Ok(out)
+}
+
+/// The four rates of a `latest_samples` row, from column `first` on (in, out bps; in, out pps).
+pub(super) fn traffic_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Traffic> {
+    Ok(Traffic {
+        in_bps: from_sql_u64(r.get(first)?),
+        out_bps: from_sql_u64(r.get(first + 1)?),
+        in_pps: from_sql_u64(r.get(first + 2)?),
+        out_pps: from_sql_u64(r.get(first + 3)?),
+    })
 }
 
 /// The address in the row's first column; None (the row is skipped, as the sqlx reads did)

@@ -48,8 +48,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::banned::{BannedIndex, Change};
 use super::escalations::LedgerWrite;
-use super::hosts::{family, from_sql_u64, sql_u64};
+use super::hosts::{family, sql_u64};
 use super::journal::{Entry as JournalEntry, Journal};
+use super::read::traffic_at;
 use super::{Incoming, Lent, NewEvent, Outcome, Reconciled, Recorded, SampleIn, StoreError};
 use crate::clock::Millis;
 use crate::fastnetmon::{Action, Scope, Traffic};
@@ -220,7 +221,7 @@ fn raise_priority() {
 }
 
 async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>, mut ingest: Ingest) {
-    if let Err(e) = load_index(&pool, &ingest).await {
+    if let Err(e) = load_index(&pool, &ingest.index).await {
         tracing::warn!(error = %e, "cannot load the banned hosts into memory; they are read from the database");
     }
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_GROUP);
@@ -281,11 +282,11 @@ async fn hold(
 }
 
 /// Loads the banned-host index from the write connection (see `banned`).
-async fn load_index(pool: &SqlitePool, ingest: &Ingest) -> Result<(), StoreError> {
+async fn load_index(pool: &SqlitePool, index: &BannedIndex) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await?;
     let mut handle = conn.lock_handle().await?;
     let lent = Lent::new(&mut handle)?;
-    reload_index(&Db::new(&lent), &ingest.index);
+    reload_index(&Db::new(&lent), index);
     Ok(())
 }
 
@@ -1071,17 +1072,7 @@ fn upsert_latest(
 fn latest_sample(db: &Db<'_>, ip_s: &str) -> Result<Option<(Millis, Traffic)>, StoreError> {
     Ok(db
         .stmt("SELECT at, in_bps, out_bps, in_pps, out_pps FROM latest_samples WHERE ip = ?")?
-        .query_row([ip_s], |r| {
-            Ok((
-                r.get(0)?,
-                Traffic {
-                    in_bps: from_sql_u64(r.get(1)?),
-                    out_bps: from_sql_u64(r.get(2)?),
-                    in_pps: from_sql_u64(r.get(3)?),
-                    out_pps: from_sql_u64(r.get(4)?),
-                },
-            ))
-        })
+        .query_row([ip_s], |r| Ok((r.get(0)?, traffic_at(r, 1)?)))
         .optional()?)
 }
 
