@@ -614,6 +614,15 @@ fn ban(ip: Ipv4Addr, hot: bool) -> String {
     .to_string()
 }
 
+/// A ban of `ip` posted to the notifications endpoint at `url`, as FastNetMon's web callback
+/// would.
+fn post_ban(http: &reqwest::Client, url: &str, ip: Ipv4Addr, hot: bool) -> reqwest::RequestBuilder {
+    http.post(url)
+        .bearer_auth(NOTIFY)
+        .header("content-type", "application/json")
+        .body(ban(ip, hot))
+}
+
 /// Target 2's request: a cold host's ban, formatted as any client would.
 fn cold_ban_request(addr: SocketAddr, ip: Ipv4Addr) -> Vec<u8> {
     let body = ban(ip, false);
@@ -850,12 +859,7 @@ async fn ban_all(http: &reqwest::Client, svc: &Service, hosts: Vec<Ipv4Addr>, ho
         32,
         Duration::from_secs(600),
         n,
-        Arc::new(move |c, i| {
-            c.post(&url)
-                .bearer_auth(NOTIFY)
-                .header("content-type", "application/json")
-                .body(ban(hosts[i], hot))
-        }),
+        Arc::new(move |c, i| post_ban(c, &url, hosts[i], hot)),
     )
     .await
 }
@@ -1200,13 +1204,8 @@ async fn reaction(
             let (started, mut sent, mut failed) = (Instant::now(), 0usize, 0usize);
             while !stop.load(Ordering::Relaxed) && sent < 1_000_000 {
                 tick.tick().await;
-                let bans = (0..per_tick).map(|j| {
-                    http.post(&url)
-                        .bearer_auth(NOTIFY)
-                        .header("content-type", "application/json")
-                        .body(ban(cold(first + sent + j), false))
-                        .send()
-                });
+                let bans = (0..per_tick)
+                    .map(|j| post_ban(&http, &url, cold(first + sent + j), false).send());
                 for r in futures_util::future::join_all(bans).await {
                     if !r.is_ok_and(|r| r.status().is_success()) {
                         failed += 1;
@@ -1223,11 +1222,7 @@ async fn reaction(
         let host = ip(100, i);
         let prefix = format!("{}/24", Ipv4Addr::from(u32::from(host) & 0xffff_ff00));
         let sent = Instant::now();
-        let r = http
-            .post(&url)
-            .bearer_auth(NOTIFY)
-            .header("content-type", "application/json")
-            .body(ban(host, true))
+        let r = post_ban(http, &url, host, true)
             .send()
             .await
             .expect("POST notification");
@@ -1549,6 +1544,14 @@ async fn rows_floor(n: usize) -> RowsFloor {
                     t
                 ])
                 .expect("host");
+            }),
+        ),
+        (
+            "sample lookup",
+            "SELECT at, in_bps, out_bps, in_pps, out_pps FROM latest_samples WHERE ip = ?",
+            Box::new(move |s, i| {
+                let found = s.exists([&ips[i]]).expect("lookup");
+                assert!(!found, "a cold host has no sample before its ban");
             }),
         ),
         (
