@@ -1,9 +1,12 @@
 //! The checker: gathers the world from the store, runs the pure decision, records every action in
 //! the ledger, and carries it out through the speaker (with retries and backoff). Woken at once by
-//! notifications and samples; the interval tick is the safety net. Reconciliation with the
-//! speaker's RIB runs at start-up and every `reconcile_interval`.
+//! notifications and samples; the interval tick is the safety net. A wake for crossing hosts runs
+//! a cycle over their covering prefixes alone when that decides as a cycle over everything would
+//! (`Checker::focused`, `decision::focus`). Reconciliation with the speaker's RIB runs at
+//! start-up and every `reconcile_interval`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +19,8 @@ use crate::bgp::{BgpError, Route, Speaker, Withdrawn};
 use crate::clock::{ms, now_ms, rfc3339, Millis};
 use crate::config::Config;
 use crate::decision::{
-    decide, Action, BannedHost, Live, OpenRefusal, Origin, Policy, Rule, Sample, Suppression, World,
+    decide, focus, Action, BannedHost, CoveringPrefix, Live, OpenRefusal, Origin, Policy, Rule,
+    Sample, Suppression, World,
 };
 use crate::metrics::metrics;
 use crate::store::{EscalationRow, LedgerWrite, NewEscalation, NewEvent, Store, StoreError};
@@ -53,12 +57,17 @@ pub struct CheckerStatus {
     pub reconciles: u64,
     pub last_reconcile_at: Option<String>,
     pub last_reconcile_error: Option<String>,
+    /// Cycles over the prefixes of a few crossing hosts alone (see `Checker::focused`).
+    pub focused_cycles: u64,
+    pub last_focused_cycle_ms: Option<f64>,
 }
 
 /// The handle the API holds: wake the checker, read its status, build our routes.
 #[derive(Clone)]
 pub struct CheckerHandle {
     wake: Arc<Notify>,
+    /// What the wakes since the last woken cycle asked for.
+    asked: Arc<Mutex<Asked>>,
     status: Arc<Mutex<CheckerStatus>>,
     config: Arc<Config>,
 }
@@ -67,6 +76,7 @@ impl CheckerHandle {
     pub fn new(config: Arc<Config>) -> Self {
         CheckerHandle {
             wake: Arc::new(Notify::new()),
+            asked: Arc::default(),
             status: Arc::new(Mutex::new(CheckerStatus::default())),
             config,
         }
@@ -74,7 +84,31 @@ impl CheckerHandle {
 
     /// Asks for a cycle now. Wakes coalesce: a burst of notifications costs one cycle.
     pub fn wake(&self) {
+        self.ask(|a| a.full = true);
+    }
+
+    /// Asks for a cycle now because `hosts` crossed a threshold, or were banned while carpet
+    /// bombing counts bans: only their covering prefixes can have become wanted, and the cycle
+    /// may look at those alone (`Checker::focused`). Coalesces like `wake`.
+    pub fn wake_for(&self, hosts: impl IntoIterator<Item = IpAddr>) {
+        self.ask(|a| {
+            for ip in hosts {
+                if a.full || a.hosts.len() >= MAX_FOCUS {
+                    a.full = true;
+                    break;
+                }
+                a.hosts.push(ip);
+            }
+        });
+    }
+
+    fn ask(&self, f: impl FnOnce(&mut Asked)) {
+        f(&mut self.asked.lock().unwrap_or_else(|p| p.into_inner()));
         self.wake.notify_one();
+    }
+
+    fn take_asked(&self) -> Asked {
+        std::mem::take(&mut self.asked.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn status(&self) -> CheckerStatus {
@@ -137,6 +171,48 @@ impl Counted {
     }
 }
 
+fn banned_host(b: crate::store::BannedNow) -> BannedHost {
+    BannedHost {
+        ip: b.ip,
+        banned_at: b.since,
+        sample: b.sample.map(|(at, traffic)| Sample { at, traffic }),
+    }
+}
+
+/// The live escalations as the decision sees them.
+fn live_of(rows: &[EscalationRow]) -> Vec<Live> {
+    rows.iter()
+        .filter_map(|r| {
+            Some(Live {
+                prefix: r.prefix.parse().ok()?,
+                origin: if r.origin == "manual" {
+                    Origin::Manual
+                } else {
+                    Origin::Auto
+                },
+                created_at: r.created_at,
+                announced_at: r.announced_at,
+                last_crossing_at: r.last_crossing_at,
+                quiet_since: r.quiet_since,
+                expires_at: r.expires_at,
+                withdrawing: r.withdraw_requested_at.is_some(),
+            })
+        })
+        .collect()
+}
+
+/// Most hosts whose prefixes a woken cycle looks at alone; past it, it looks at everything.
+const MAX_FOCUS: usize = 64;
+
+/// What the wakes since the last woken cycle asked for.
+#[derive(Debug, Default)]
+struct Asked {
+    /// A cycle over everything.
+    full: bool,
+    /// Hosts whose covering prefixes may have become wanted (`CheckerHandle::wake_for`).
+    hosts: Vec<IpAddr>,
+}
+
 /// What one cycle did (tests and logs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CycleReport {
@@ -180,7 +256,7 @@ impl Checker {
                     // Whatever reconciliation re-announced, the ledger may need a cycle.
                     self.cycle_logged().await;
                 }
-                _ = wake.notified() => self.cycle_logged().await,
+                _ = wake.notified() => self.woken().await,
                 _ = tick.tick() => self.cycle_logged().await,
             }
             if *shutdown.borrow() {
@@ -229,6 +305,44 @@ impl Checker {
         });
     }
 
+    /// A cycle asked for by wakes: over the covering prefixes of the hosts they named when
+    /// that decides as a cycle over everything would (`focused`), over everything otherwise.
+    async fn woken(&self) {
+        let asked = self.handle.take_asked();
+        if !asked.full {
+            if asked.hosts.is_empty() {
+                // What was asked was taken by the cycle before.
+                return;
+            }
+            let started = std::time::Instant::now();
+            match self.focused(&asked.hosts).await {
+                Ok(Some(r)) => {
+                    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+                    if r != CycleReport::default() {
+                        tracing::info!(
+                            escalated = r.escalated,
+                            refused = r.refused,
+                            announce_failures = r.announce_failures,
+                            ms = elapsed,
+                            "checker cycle over the prefixes of {} hosts",
+                            asked.hosts.len()
+                        );
+                    }
+                    self.handle.update(|s| {
+                        s.focused_cycles += 1;
+                        s.last_focused_cycle_ms = Some(elapsed);
+                    });
+                    return;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "focused checker cycle failed; looking at everything");
+                }
+            }
+        }
+        self.cycle_logged().await;
+    }
+
     /// Gathers the world, decides, records and applies. Public for tests.
     pub async fn cycle(&self) -> Result<CycleReport, StoreError> {
         let now = now_ms();
@@ -239,6 +353,69 @@ impl Checker {
         let decided = t.elapsed();
         let large = world.banned.len() >= LARGE_WORLD;
         drop(world);
+        let (report, writes) = self.apply(actions, &live, now).await?;
+        if writes > 0 {
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            tracing::debug!(
+                writes,
+                gather_ms = ms(gathered),
+                decide_ms = ms(decided - gathered),
+                apply_ms = ms(t.elapsed() - decided),
+                "decisions recorded"
+            );
+        }
+        if large {
+            release_freed_memory();
+        }
+        Ok(report)
+    }
+
+    /// A cycle over the covering prefixes of `hosts` alone, which a crossing (or a ban while
+    /// carpet bombing counts bans) can have made wanted: their banned hosts come from a range
+    /// of the index in memory, so it takes as long with a million banned hosts elsewhere as
+    /// with none, where a cycle over everything passes over each of them. `None` when only a
+    /// cycle over everything decides right (`decision::focus`), or the banned hosts are not in
+    /// memory yet. Public for tests.
+    pub async fn focused(&self, hosts: &[IpAddr]) -> Result<Option<CycleReport>, StoreError> {
+        let now = now_ms();
+        let prefixes: BTreeSet<CoveringPrefix> = hosts
+            .iter()
+            .map(|&ip| CoveringPrefix::of(ip, &self.policy))
+            .collect();
+        let mut banned = Vec::new();
+        for p in &prefixes {
+            let Some(inside) = self.store.banned_within(p.net()) else {
+                return Ok(None);
+            };
+            banned.extend(inside.into_iter().map(banned_host));
+        }
+        let rows = self.store.live_escalations().await?;
+        let live = live_of(&rows);
+        let refusals = self.refusals().await?;
+        let suppressions = self.suppressions(now).await?;
+        let Some(world) = focus(
+            &prefixes,
+            banned,
+            &live,
+            refusals,
+            suppressions,
+            &self.policy,
+        ) else {
+            return Ok(None);
+        };
+        let actions = decide(&world, &self.policy, now);
+        Ok(Some(self.apply(actions, &rows, now).await?.0))
+    }
+
+    /// Records the decided `actions` against the `live` ledger rows they were decided on, in
+    /// one commit, and carries out what the ledger then holds. Returns the report and how many
+    /// writes were recorded.
+    async fn apply(
+        &self,
+        actions: Vec<Action>,
+        live: &[EscalationRow],
+        now: Millis,
+    ) -> Result<(CycleReport, usize), StoreError> {
         let by_prefix: HashMap<String, &EscalationRow> =
             live.iter().map(|r| (r.prefix.clone(), r)).collect();
         let mut report = CycleReport::default();
@@ -253,25 +430,11 @@ impl Checker {
         // One commit for the whole cycle (in chunks): a carpet-bombing burst of thousands of
         // escalations was a transaction each, about a millisecond apiece.
         self.store.record_ledger(&writes, ACTOR, now).await?;
-        let recorded = t.elapsed();
-        if !writes.is_empty() {
-            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-            tracing::debug!(
-                writes = writes.len(),
-                gather_ms = ms(gathered),
-                decide_ms = ms(decided - gathered),
-                record_ms = ms(recorded - decided),
-                "decisions recorded"
-            );
-        }
         for count in counted {
             count.apply(&mut report);
         }
         self.carry_out(&mut report).await?;
-        if large {
-            release_freed_memory();
-        }
-        Ok(report)
+        Ok((report, writes.len()))
     }
 
     /// The world the decision needs, and the live ledger rows it was built from (the cycle
@@ -284,33 +447,21 @@ impl Checker {
             .banned_now()
             .await?
             .into_iter()
-            .map(|b| BannedHost {
-                ip: b.ip,
-                banned_at: b.since,
-                sample: b.sample.map(|(at, traffic)| Sample { at, traffic }),
-            })
+            .map(banned_host)
             .collect::<Vec<_>>();
         let rows = self.store.live_escalations().await?;
-        let live = rows
-            .iter()
-            .filter_map(|r| {
-                Some(Live {
-                    prefix: r.prefix.parse().ok()?,
-                    origin: if r.origin == "manual" {
-                        Origin::Manual
-                    } else {
-                        Origin::Auto
-                    },
-                    created_at: r.created_at,
-                    announced_at: r.announced_at,
-                    last_crossing_at: r.last_crossing_at,
-                    quiet_since: r.quiet_since,
-                    expires_at: r.expires_at,
-                    withdrawing: r.withdraw_requested_at.is_some(),
-                })
-            })
-            .collect();
-        let refusals = self
+        let world = World {
+            banned,
+            live: live_of(&rows),
+            refusals: self.refusals().await?,
+            suppressions: self.suppressions(now).await?,
+            live_elsewhere: 0,
+        };
+        Ok((world, rows))
+    }
+
+    async fn refusals(&self) -> Result<Vec<OpenRefusal>, StoreError> {
+        Ok(self
             .store
             .open_refusals()
             .await?
@@ -321,8 +472,11 @@ impl Checker {
                     rule: Rule::parse(r.rule.as_deref()?)?,
                 })
             })
-            .collect();
-        let suppressions = self
+            .collect())
+    }
+
+    async fn suppressions(&self, now: Millis) -> Result<Vec<Suppression>, StoreError> {
+        Ok(self
             .store
             .active_suppressions(now)
             .await?
@@ -333,14 +487,7 @@ impl Checker {
                     until: s.until,
                 })
             })
-            .collect();
-        let world = World {
-            banned,
-            live,
-            refusals,
-            suppressions,
-        };
-        Ok((world, rows))
+            .collect())
     }
 
     /// The ledger write for one decided action (logged here, counted once committed).

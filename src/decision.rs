@@ -2,7 +2,7 @@
 //! the escalation ledger, manual overrides, the policy and `now` in; actions out. No I/O and no
 //! clock: the checker gathers the world, calls `decide`, and carries the actions out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -388,6 +388,9 @@ pub struct World {
     pub live: Vec<Live>,
     pub refusals: Vec<OpenRefusal>,
     pub suppressions: Vec<Suppression>,
+    /// Live escalations left out of `live`, counted against `max_active`: a world of one
+    /// prefix (the checker's focused cycle) still respects the cap. Zero for the whole world.
+    pub live_elsewhere: usize,
 }
 
 /// What the checker must do.
@@ -468,6 +471,49 @@ fn add_host(group: &mut Group, host: &BannedHost, policy: &Policy, now: Millis) 
     }
 }
 
+/// The world of a cycle over a few covering prefixes alone (a focused cycle: a crossing, or a
+/// ban while carpet bombing counts bans, can only have made its own prefix wanted), built from
+/// the banned hosts inside them (`banned_inside`, oldest ban first within each prefix) and the
+/// whole ledger's `live` escalations and open `refusals`. Its decision for those prefixes is
+/// the whole world's: with none of them live, they can only be escalated, refused, or have a
+/// refusal cleared, and each depends on its own hosts, its own refusal, the suppressions and
+/// the count of live escalations alone.
+///
+/// `None` when only a cycle over everything decides right:
+/// - one of the prefixes is live: what to track or withdraw depends on the rest of the world;
+/// - the cap could bind: with the live escalations and these prefixes at `max_active` or past
+///   it, or any prefix refused for the cap already, the whole world's order (oldest attack
+///   first) decides who gets the room.
+pub fn focus(
+    prefixes: &BTreeSet<CoveringPrefix>,
+    banned_inside: Vec<BannedHost>,
+    live: &[Live],
+    refusals: Vec<OpenRefusal>,
+    suppressions: Vec<Suppression>,
+    policy: &Policy,
+) -> Option<World> {
+    let nets: HashSet<IpNet> = prefixes.iter().map(|p| p.net()).collect();
+    if live.iter().any(|l| nets.contains(&l.prefix)) {
+        return None;
+    }
+    let live_elsewhere = live.iter().filter(|l| !l.withdrawing).count();
+    if live_elsewhere + nets.len() >= policy.max_active
+        || refusals.iter().any(|r| r.rule == Rule::MaxActive)
+    {
+        return None;
+    }
+    Some(World {
+        banned: banned_inside,
+        live: Vec::new(),
+        refusals: refusals
+            .into_iter()
+            .filter(|r| nets.contains(&r.prefix))
+            .collect(),
+        suppressions,
+        live_elsewhere,
+    })
+}
+
 /// The decision. Deterministic: the same world, policy and `now` give the same actions.
 pub fn decide(world: &World, policy: &Policy, now: Millis) -> Vec<Action> {
     let mut actions = Vec::new();
@@ -480,8 +526,8 @@ pub fn decide(world: &World, policy: &Policy, now: Millis) -> Vec<Action> {
     }
 
     // The live escalations: hysteresis, holds and withdrawals.
-    let mut live_prefixes = std::collections::HashSet::new();
-    let mut live_count = 0usize;
+    let mut live_prefixes = HashSet::new();
+    let mut live_count = world.live_elsewhere;
     for l in &world.live {
         live_prefixes.insert(l.prefix);
         if l.withdrawing {
@@ -573,7 +619,7 @@ pub fn decide(world: &World, policy: &Policy, now: Millis) -> Vec<Action> {
         .collect();
     candidates.sort_by(|a, b| (a.1.earliest_ban, a.0).cmp(&(b.1.earliest_ban, b.0)));
     let refused: HashMap<IpNet, Rule> = world.refusals.iter().map(|r| (r.prefix, r.rule)).collect();
-    let mut wanted = std::collections::HashSet::new();
+    let mut wanted = HashSet::new();
     for (prefix, group, reason) in candidates {
         let net = prefix.net();
         if world
@@ -1225,6 +1271,20 @@ mod tests {
     }
 
     #[test]
+    fn live_escalations_left_out_of_the_world_count_against_max_active() {
+        let mut p = policy();
+        p.max_active = 2;
+        let mut w = world(&[("198.51.100.1", Some(mbps(900)))], T0);
+        w.live_elsewhere = 2;
+        assert_eq!(
+            refused(&decide(&w, &p, T0)),
+            vec![("198.51.100.0/24".to_string(), Rule::MaxActive)]
+        );
+        w.live_elsewhere = 1;
+        assert_eq!(escalated(&decide(&w, &p, T0)), ["198.51.100.0/24"]);
+    }
+
+    #[test]
     fn an_escalated_prefix_is_not_escalated_twice() {
         let p = policy();
         let mut w = world(&[("203.0.113.7", Some(mbps(500)))], T0);
@@ -1387,5 +1447,126 @@ mod tests {
         config.escalation.carpet_bombing_hosts = 3;
         let carpet = Policy::from_config(&config);
         assert!(acts_at_once(&notification("ban", 1_000), &carpet));
+    }
+
+    /// A world of a few covering prefixes decides for them as the whole world does, whatever
+    /// else is banned, live, refused or suppressed (while the cap has room, which `focus`
+    /// checks), and `focus` refuses the worlds it cannot stand for.
+    #[test]
+    fn a_focused_world_decides_its_prefixes_as_the_whole_world_does() {
+        use proptest::prelude::*;
+        const HOSTS: [&str; 16] = [
+            "203.0.113.1",
+            "203.0.113.2",
+            "203.0.113.200",
+            "198.51.100.1",
+            "198.51.100.130",
+            "198.51.101.1",
+            "198.51.101.200",
+            "198.51.102.9",
+            "198.51.103.4",
+            "198.51.103.5",
+            "192.0.2.1",
+            "192.0.2.77",
+            "2001:db8::1",
+            "2001:db8::2",
+            "2001:db8:0:1::1",
+            "2001:db8:7::1",
+        ];
+        let rules = [Rule::Protected, Rule::OutsideOurs, Rule::ForeignRoute];
+        proptest!(ProptestConfig::with_cases(400), |(seed in any::<u64>())| {
+            // xorshift: one seed draws the whole world.
+            let mut x = seed | 1;
+            let mut draw = |n: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n
+            };
+            let mut p = policy();
+            p.carpet_bombing_hosts = [0, 2, 3][draw(3) as usize];
+            let mut banned = Vec::new();
+            for h in HOSTS {
+                if draw(3) == 0 {
+                    continue;
+                }
+                let sample_at = if draw(4) == 0 { T0 - 10 * MIN } else { T0 - 1_000 };
+                banned.push(BannedHost {
+                    ip: ip(h),
+                    banned_at: T0 - 1_000 * draw(20) as Millis,
+                    sample: match draw(3) {
+                        0 => None,
+                        _ => Some(Sample { at: sample_at, traffic: mbps(draw(1500)) }),
+                    },
+                });
+            }
+            banned.sort_by_key(|b| (b.banned_at, b.ip));
+            let prefixes: BTreeSet<CoveringPrefix> =
+                HOSTS.iter().map(|h| CoveringPrefix::of(ip(h), &p)).collect();
+            let (mut lives, mut refusals, mut suppressions) = (Vec::new(), Vec::new(), Vec::new());
+            let mut focus_on = BTreeSet::new();
+            for prefix in &prefixes {
+                let n = prefix.net();
+                match draw(4) {
+                    0 => focus_on.insert(*prefix),
+                    1 => {
+                        let mut l = live(&n.to_string(), T0 - MIN * draw(30) as Millis);
+                        l.quiet_since = (draw(2) == 0).then_some(T0 - MIN * draw(30) as Millis);
+                        l.withdrawing = draw(5) == 0;
+                        lives.push(l);
+                        true
+                    }
+                    _ => false,
+                };
+                if draw(4) == 0 {
+                    refusals.push(OpenRefusal { prefix: n, rule: rules[draw(3) as usize] });
+                }
+                if draw(6) == 0 {
+                    suppressions.push(Suppression { prefix: n, until: T0 + MIN });
+                }
+            }
+            prop_assume!(!focus_on.is_empty());
+            // Room for every prefix: the whole world's cycle escalates every other wanted prefix
+            // too, where the checker's focused cycle finds them escalated or refused already.
+            p.max_active = lives.len() + prefixes.len() + draw(3) as usize + 1;
+            let whole = World {
+                banned: banned.clone(),
+                live: lives.clone(),
+                refusals: refusals.clone(),
+                suppressions: suppressions.clone(),
+                live_elsewhere: 0,
+            };
+            let nets: HashSet<IpNet> = focus_on.iter().map(|p| p.net()).collect();
+            let expected: Vec<Action> = decide(&whole, &p, T0)
+                .into_iter()
+                .filter(|a| match a {
+                    Action::Escalate { prefix, .. } => nets.contains(&prefix.net()),
+                    Action::Refuse { prefix, .. } | Action::ClearRefusal { prefix } => {
+                        nets.contains(prefix)
+                    }
+                    _ => false,
+                })
+                .collect();
+            // As the checker builds it: each prefix's hosts from the index, oldest ban first.
+            let inside: Vec<BannedHost> = focus_on
+                .iter()
+                .flat_map(|f| banned.iter().filter(|b| f.net().contains(&b.ip)).cloned())
+                .collect();
+            let focused = focus(&focus_on, inside.clone(), &lives, refusals.clone(), suppressions.clone(), &p)
+                .expect("room under the cap, none of them live");
+            prop_assert_eq!(decide(&focused, &p, T0), expected);
+
+            // Worlds it must leave to a cycle over everything.
+            let mut tight = p.clone();
+            tight.max_active = lives.iter().filter(|l| !l.withdrawing).count() + focus_on.len();
+            prop_assert!(focus(&focus_on, inside.clone(), &lives, refusals.clone(), suppressions.clone(), &tight).is_none());
+            let mut capped = refusals.clone();
+            capped.push(OpenRefusal { prefix: net("2001:db8:99::/48"), rule: Rule::MaxActive });
+            prop_assert!(focus(&focus_on, inside.clone(), &lives, capped, suppressions.clone(), &p).is_none());
+            let mut with_live = lives.clone();
+            let first = focus_on.iter().next().map(|f| f.net().to_string()).unwrap_or_default();
+            with_live.push(live(&first, T0));
+            prop_assert!(focus(&focus_on, inside, &with_live, refusals, suppressions, &p).is_none());
+        });
     }
 }

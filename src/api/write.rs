@@ -161,12 +161,20 @@ async fn write(
     crate::metrics::metrics().samples_stored(INFLUXDB, push.samples.len() as u64);
     let now = now_ms();
     let max_age = ms(state.config.thresholds.sample_max_age);
-    let crossed = push.samples.iter().any(|s| {
-        now - s.at <= max_age
-            && crossing(s.ip, &s.traffic, &state.policy.limits_for(s.ip)).is_some()
-    });
+    let mut crossing_hosts = push
+        .samples
+        .iter()
+        .filter(|s| {
+            now - s.at <= max_age
+                && crossing(s.ip, &s.traffic, &state.policy.limits_for(s.ip)).is_some()
+        })
+        .map(|s| s.ip)
+        .peekable();
+    let crossed = crossing_hosts.peek().is_some();
     if crossed {
-        state.checker.wake();
+        // Only the crossing hosts' prefixes can have become wanted (a push of many of them
+        // asks for a cycle over everything).
+        state.checker.wake_for(crossing_hosts);
     }
     health.success(
         now,

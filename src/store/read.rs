@@ -35,6 +35,12 @@ impl Store {
         Ok(banned.into_iter().map(|b| (b.ip, b.since)).collect())
     }
 
+    /// The banned hosts inside `net` with their newest samples, oldest ban first, from memory;
+    /// `None` until the index is loaded (the caller then looks at every banned host instead).
+    pub fn banned_within(&self, net: ipnet::IpNet) -> Option<Vec<BannedNow>> {
+        self.banned.within(net)
+    }
+
     /// Every banned host with its newest sample, oldest ban first: what a checker cycle
     /// decides on. From memory (see `banned`), or from the database while that is not loaded.
     pub async fn banned_now(&self) -> Result<Vec<BannedNow>, StoreError> {

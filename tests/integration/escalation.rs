@@ -112,6 +112,87 @@ async fn crossing_notification_escalates_at_once_and_unban_withdraws_after_min_h
     app.stop().await;
 }
 
+/// The checker's counts of cycles over everything and over a few prefixes alone.
+async fn cycles(app: &TestApp) -> (u64, u64) {
+    let (_, r) = app.get("/readyz", READ).await;
+    let n = |k: &str| r["checker"][k].as_u64().unwrap_or(u64::MAX);
+    (n("cycles"), n("focused_cycles"))
+}
+
+/// A crossing, or a ban counted for carpet bombing, escalates its prefix through a cycle over
+/// that prefix alone; what that cannot decide (a live prefix, an unban, the cap) goes to a
+/// cycle over everything, and decides as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crossing_is_decided_by_a_cycle_over_its_prefix_alone() {
+    let (app, fake) = app_with(|c| {
+        c.escalation.carpet_bombing_hosts = 3;
+        c.escalation.max_active = 4;
+    })
+    .await;
+    // Start-up's cycles (the tick's first, reconciliation's) are done.
+    app.wait_for("/readyz", Duration::from_secs(10), |r| {
+        r["checker"]["cycles"].as_u64().unwrap_or(0) >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (full, focused) = cycles(&app).await;
+
+    // Two banned hosts below thresholds elsewhere change nothing; a crossing escalates its /24.
+    for ip in ["198.51.103.1", "198.51.103.2"] {
+        app.post("/api/v1/notifications", NOTIFY, ban(ip, 1_000, 1))
+            .await;
+    }
+    app.post(
+        "/api/v1/notifications",
+        NOTIFY,
+        ban("198.51.100.7", 20_000_000, 100),
+    )
+    .await;
+    wait_state(&app, "198.51.100.0/24", "active").await;
+    // The third ban in 198.51.103.0/24 makes it a carpet bombing.
+    app.post(
+        "/api/v1/notifications",
+        NOTIFY,
+        ban("198.51.103.3", 1_000, 1),
+    )
+    .await;
+    let e = wait_state(&app, "198.51.103.0/24", "active").await;
+    assert!(e["reason"].as_str().unwrap_or("").contains("carpet"), "{e}");
+    let (full_now, focused_now) = cycles(&app).await;
+    assert_eq!(full_now, full, "no cycle over everything was needed");
+    assert!(focused_now >= focused + 2, "{focused} -> {focused_now}");
+
+    // Near the cap (two live of four) and at it, crossings are left to cycles over everything,
+    // which decide as before.
+    for ip in ["198.51.102.1", "10.154.0.1"] {
+        app.post("/api/v1/notifications", NOTIFY, ban(ip, 20_000_000, 100))
+            .await;
+    }
+    wait_state(&app, "198.51.102.0/24", "active").await;
+    wait_state(&app, "10.154.0.0/24", "active").await;
+    app.post(
+        "/api/v1/notifications",
+        NOTIFY,
+        ban("10.10.10.1", 20_000_000, 100),
+    )
+    .await;
+    let r = wait_state(&app, "10.10.10.0/24", "refused").await;
+    assert_eq!(r["rule"], "max_active", "{r}");
+    assert!(cycles(&app).await.0 > full);
+    let mut announced = fake.prefixes();
+    announced.sort();
+    assert_eq!(
+        announced,
+        [
+            "10.154.0.0/24",
+            "198.51.100.0/24",
+            "198.51.102.0/24",
+            "198.51.103.0/24"
+        ]
+    );
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rails_refuse_loudly_and_name_the_rule() {
     let (app, fake) = app_with(|c| {
