@@ -11,7 +11,9 @@
 //! `FNM_BENCH_ACTIVE=0` (/24s escalated before target 3's trials, so each trial's announcement
 //! meets a full RIB), `FNM_BENCH_BANNED=0` (hosts banned below thresholds before target 3's
 //! trials, in 10.128.0.0/10), `FNM_BENCH_BAN_RATE=0` (more of them per second during the
-//! trials), `FNM_BENCH_BURST=5000`, `FNM_BENCH_HOSTS=100000`, `FNM_BENCH_ESCALATIONS=1000`,
+//! trials), `FNM_BENCH_CARPET=100000,2000` (without those two, target 3 runs a second time
+//! beside that many hosts banned below thresholds and that many more a second; `0` skips it),
+//! `FNM_BENCH_BURST=5000`, `FNM_BENCH_HOSTS=100000`, `FNM_BENCH_ESCALATIONS=1000`,
 //! `FNM_BENCH_SECS=10` (each ingest phase), `FNM_BENCH_API_CONCURRENCY=128` (the service's
 //! `fastnetmon.api_concurrency` in target 1), `FNM_BENCH_BAN_LIST_MS=500` (its
 //! `fastnetmon.ban_list_interval`; 0: the ban list only with each poll), `FNM_BENCH_PER24=1`
@@ -59,6 +61,7 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(900);
 // ---------------------------------------------------------------------------------------------
 // Knobs and results
 
+#[derive(Clone)]
 struct Knobs {
     targets: Vec<u8>,
     n: Vec<usize>,
@@ -71,6 +74,9 @@ struct Knobs {
     /// More such bans per second while target 3's trials run (FNM_BENCH_BAN_RATE): the attack
     /// still spreading.
     ban_rate: usize,
+    /// Target 3's second run, beside a carpet bombing (FNM_BENCH_CARPET): hosts banned below
+    /// thresholds before it, and more per second during it.
+    carpet: Option<(usize, usize)>,
     burst: usize,
     hosts: usize,
     escalations: usize,
@@ -134,6 +140,19 @@ impl Knobs {
             active: env_usize("FNM_BENCH_ACTIVE", 0),
             banned: env_usize("FNM_BENCH_BANNED", 0),
             ban_rate: env_usize("FNM_BENCH_BAN_RATE", 0),
+            carpet: {
+                let carpet = list(
+                    "FNM_BENCH_CARPET",
+                    if quick { "10000,500" } else { "100000,2000" },
+                );
+                let n = |i: usize| -> usize {
+                    carpet.get(i).map_or(0, |s| {
+                        s.parse()
+                            .unwrap_or_else(|_| panic!("FNM_BENCH_CARPET: bad number {s}"))
+                    })
+                };
+                (n(0) > 0).then(|| (n(0), n(1)))
+            },
             burst: env_usize("FNM_BENCH_BURST", if quick { 1000 } else { 5000 }),
             hosts: env_usize("FNM_BENCH_HOSTS", if quick { 10_000 } else { 100_000 }),
             escalations: env_usize("FNM_BENCH_ESCALATIONS", if quick { 200 } else { 1000 }),
@@ -2113,6 +2132,15 @@ async fn main() {
     if k.wants(3) {
         println!("target 3: reaction time");
         reaction(&k, &http, &lab, &mut bird, &mut report).await;
+        if let Some((banned, ban_rate)) = k.carpet.filter(|_| k.banned == 0 && k.ban_rate == 0) {
+            println!("target 3: reaction time beside a carpet bombing");
+            let carpet = Knobs {
+                banned,
+                ban_rate,
+                ..k.clone()
+            };
+            reaction(&carpet, &http, &lab, &mut bird, &mut report).await;
+        }
     }
     if k.wants(4) {
         println!("target 4: announce throughput");
