@@ -1,8 +1,8 @@
 //! The checker: gathers the world from the store, runs the pure decision, records every action in
 //! the ledger, and carries it out through the speaker (with retries and backoff). Woken at once by
-//! notifications and samples; the interval tick is the safety net. A wake for crossing hosts runs
-//! a cycle over their covering prefixes alone when that decides as a cycle over everything would
-//! (`Checker::focused`, `decision::focus`). Reconciliation with the speaker's RIB runs at
+//! notifications and samples; the interval tick is the safety net. A wake for a few hosts (a
+//! crossing, an unban) runs a cycle over their covering prefixes alone when that decides as a
+//! cycle over everything would (`Checker::focused`, `decision::focus`). Reconciliation with the speaker's RIB runs at
 //! start-up and every `reconcile_interval`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -87,9 +87,10 @@ impl CheckerHandle {
         self.ask(|a| a.full = true);
     }
 
-    /// Asks for a cycle now because `hosts` crossed a threshold, or were banned while carpet
-    /// bombing counts bans: only their covering prefixes can have become wanted, and the cycle
-    /// may look at those alone (`Checker::focused`). Coalesces like `wake`.
+    /// Asks for a cycle now because `hosts` crossed a threshold, were banned while carpet
+    /// bombing counts bans, or were unbanned: only what is wanted of their covering prefixes
+    /// can have changed, and the cycle may look at those alone (`Checker::focused`). Coalesces
+    /// like `wake`.
     pub fn wake_for(&self, hosts: impl IntoIterator<Item = IpAddr>) {
         self.ask(|a| {
             for ip in hosts {
@@ -370,12 +371,11 @@ impl Checker {
         Ok(report)
     }
 
-    /// A cycle over the covering prefixes of `hosts` alone, which a crossing (or a ban while
-    /// carpet bombing counts bans) can have made wanted: their banned hosts come from a range
-    /// of the index in memory, so it takes as long with a million banned hosts elsewhere as
-    /// with none, where a cycle over everything passes over each of them. `None` when only a
-    /// cycle over everything decides right (`decision::focus`), or the banned hosts are not in
-    /// memory yet. Public for tests.
+    /// A cycle over the covering prefixes of `hosts` alone (see `CheckerHandle::wake_for`):
+    /// their banned hosts come from a range of the index in memory, so it takes as long with a
+    /// million banned hosts elsewhere as with none, where a cycle over everything passes over
+    /// each of them. `None` when only a cycle over everything decides right
+    /// (`decision::focus`), or the banned hosts are not in memory yet. Public for tests.
     pub async fn focused(&self, hosts: &[IpAddr]) -> Result<Option<CycleReport>, StoreError> {
         let now = now_ms();
         let prefixes: BTreeSet<CoveringPrefix> = hosts

@@ -471,19 +471,19 @@ fn add_host(group: &mut Group, host: &BannedHost, policy: &Policy, now: Millis) 
     }
 }
 
-/// The world of a cycle over a few covering prefixes alone (a focused cycle: a crossing, or a
-/// ban while carpet bombing counts bans, can only have made its own prefix wanted), built from
-/// the banned hosts inside them (`banned_inside`, oldest ban first within each prefix) and the
-/// whole ledger's `live` escalations and open `refusals`. Its decision for those prefixes is
-/// the whole world's: with none of them live, they can only be escalated, refused, or have a
-/// refusal cleared, and each depends on its own hosts, its own refusal, the suppressions and
-/// the count of live escalations alone.
+/// The world of a cycle over a few covering prefixes alone (a focused cycle: a crossing, a ban
+/// while carpet bombing counts bans, or an unban can only have changed what is wanted of its
+/// own prefix), built from the banned hosts inside them (`banned_inside`, oldest ban first
+/// within each prefix) and the whole ledger's `live` escalations and open `refusals`. Its
+/// decision for those prefixes is the whole world's: a live prefix is tracked, held or
+/// withdrawn on its own hosts and its own row; one that is not live is escalated, refused or
+/// has its refusal cleared on its own hosts, its own refusal, the suppressions and the count of
+/// live escalations.
 ///
-/// `None` when only a cycle over everything decides right:
-/// - one of the prefixes is live: what to track or withdraw depends on the rest of the world;
-/// - the cap could bind: with the live escalations and these prefixes at `max_active` or past
-///   it, or any prefix refused for the cap already, the whole world's order (oldest attack
-///   first) decides who gets the room.
+/// `None` when only a cycle over everything decides right: some of the prefixes are not live,
+/// and the cap could bind (with the live escalations and those prefixes at `max_active` or
+/// past it, or a prefix refused for the cap already), so that the whole world's order (oldest
+/// attack first) decides who gets the room.
 pub fn focus(
     prefixes: &BTreeSet<CoveringPrefix>,
     banned_inside: Vec<BannedHost>,
@@ -493,18 +493,23 @@ pub fn focus(
     policy: &Policy,
 ) -> Option<World> {
     let nets: HashSet<IpNet> = prefixes.iter().map(|p| p.net()).collect();
-    if live.iter().any(|l| nets.contains(&l.prefix)) {
-        return None;
-    }
-    let live_elsewhere = live.iter().filter(|l| !l.withdrawing).count();
-    if live_elsewhere + nets.len() >= policy.max_active
-        || refusals.iter().any(|r| r.rule == Rule::MaxActive)
+    let (inside, elsewhere): (Vec<&Live>, Vec<&Live>) =
+        live.iter().partition(|l| nets.contains(&l.prefix));
+    let not_live = nets
+        .iter()
+        .filter(|n| !inside.iter().any(|l| l.prefix == **n))
+        .count();
+    let live_elsewhere = elsewhere.iter().filter(|l| !l.withdrawing).count();
+    let live_inside = inside.iter().filter(|l| !l.withdrawing).count();
+    if not_live > 0
+        && (live_elsewhere + live_inside + not_live >= policy.max_active
+            || refusals.iter().any(|r| r.rule == Rule::MaxActive))
     {
         return None;
     }
     Some(World {
         banned: banned_inside,
-        live: Vec::new(),
+        live: inside.into_iter().cloned().collect(),
         refusals: refusals
             .into_iter()
             .filter(|r| nets.contains(&r.prefix))
@@ -1450,8 +1455,8 @@ mod tests {
     }
 
     /// A world of a few covering prefixes decides for them as the whole world does, whatever
-    /// else is banned, live, refused or suppressed (while the cap has room, which `focus`
-    /// checks), and `focus` refuses the worlds it cannot stand for.
+    /// else is banned, live, refused or suppressed, and whether they are live or not (while the
+    /// cap has room, which `focus` checks); and `focus` refuses the worlds it cannot stand for.
     #[test]
     fn a_focused_world_decides_its_prefixes_as_the_whole_world_does() {
         use proptest::prelude::*;
@@ -1507,17 +1512,20 @@ mod tests {
             let mut focus_on = BTreeSet::new();
             for prefix in &prefixes {
                 let n = prefix.net();
-                match draw(4) {
-                    0 => focus_on.insert(*prefix),
-                    1 => {
-                        let mut l = live(&n.to_string(), T0 - MIN * draw(30) as Millis);
-                        l.quiet_since = (draw(2) == 0).then_some(T0 - MIN * draw(30) as Millis);
-                        l.withdrawing = draw(5) == 0;
-                        lives.push(l);
-                        true
+                if draw(3) == 0 {
+                    focus_on.insert(*prefix);
+                }
+                if draw(3) == 0 {
+                    let mut l = live(&n.to_string(), T0 - MIN * draw(30) as Millis);
+                    l.quiet_since = (draw(2) == 0).then_some(T0 - MIN * draw(30) as Millis);
+                    l.last_crossing_at = (draw(2) == 0).then_some(T0 - MIN * draw(30) as Millis);
+                    l.withdrawing = draw(5) == 0;
+                    if draw(4) == 0 {
+                        l.origin = Origin::Manual;
+                        l.expires_at = Some(T0 + MIN - MIN * draw(3) as Millis);
                     }
-                    _ => false,
-                };
+                    lives.push(l);
+                }
                 if draw(4) == 0 {
                     refusals.push(OpenRefusal { prefix: n, rule: rules[draw(3) as usize] });
                 }
@@ -1537,15 +1545,17 @@ mod tests {
                 live_elsewhere: 0,
             };
             let nets: HashSet<IpNet> = focus_on.iter().map(|p| p.net()).collect();
+            let ours = |a: &Action| match a {
+                    Action::Escalate { prefix, .. } => nets.contains(&prefix.net()),
+                    Action::Refuse { prefix, .. }
+                    | Action::ClearRefusal { prefix }
+                    | Action::Withdraw { prefix, .. }
+                    | Action::Track { prefix, .. }
+                    | Action::Adopt { prefix, .. } => nets.contains(prefix),
+                };
             let expected: Vec<Action> = decide(&whole, &p, T0)
                 .into_iter()
-                .filter(|a| match a {
-                    Action::Escalate { prefix, .. } => nets.contains(&prefix.net()),
-                    Action::Refuse { prefix, .. } | Action::ClearRefusal { prefix } => {
-                        nets.contains(prefix)
-                    }
-                    _ => false,
-                })
+                .filter(|a| ours(a))
                 .collect();
             // As the checker builds it: each prefix's hosts from the index, oldest ban first.
             let inside: Vec<BannedHost> = focus_on
@@ -1553,20 +1563,31 @@ mod tests {
                 .flat_map(|f| banned.iter().filter(|b| f.net().contains(&b.ip)).cloned())
                 .collect();
             let focused = focus(&focus_on, inside.clone(), &lives, refusals.clone(), suppressions.clone(), &p)
-                .expect("room under the cap, none of them live");
+                .expect("room under the cap");
             prop_assert_eq!(decide(&focused, &p, T0), expected);
 
-            // Worlds it must leave to a cycle over everything.
+            // At the cap, or with a refusal for it open: only a world of live prefixes alone
+            // (nothing to escalate) decides as the whole world does; any other is left to a
+            // cycle over everything.
+            let not_live = focus_on
+                .iter()
+                .filter(|f| !lives.iter().any(|l| l.prefix == f.net()))
+                .count();
             let mut tight = p.clone();
-            tight.max_active = lives.iter().filter(|l| !l.withdrawing).count() + focus_on.len();
-            prop_assert!(focus(&focus_on, inside.clone(), &lives, refusals.clone(), suppressions.clone(), &tight).is_none());
+            tight.max_active = lives.iter().filter(|l| !l.withdrawing).count() + not_live;
             let mut capped = refusals.clone();
             capped.push(OpenRefusal { prefix: net("2001:db8:99::/48"), rule: Rule::MaxActive });
-            prop_assert!(focus(&focus_on, inside.clone(), &lives, capped, suppressions.clone(), &p).is_none());
-            let mut with_live = lives.clone();
-            let first = focus_on.iter().next().map(|f| f.net().to_string()).unwrap_or_default();
-            with_live.push(live(&first, T0));
-            prop_assert!(focus(&focus_on, inside, &with_live, refusals, suppressions, &p).is_none());
+            let at_cap = focus(&focus_on, inside.clone(), &lives, refusals.clone(), suppressions.clone(), &tight);
+            let past_cap = focus(&focus_on, inside, &lives, capped, suppressions, &p);
+            prop_assert_eq!(at_cap.is_none(), not_live > 0);
+            prop_assert_eq!(past_cap.is_none(), not_live > 0);
+            if let Some(w) = at_cap {
+                let whole_at_cap: Vec<Action> = decide(&whole, &tight, T0)
+                    .into_iter()
+                    .filter(|a| ours(a))
+                    .collect();
+                prop_assert_eq!(decide(&w, &tight, T0), whole_at_cap);
+            }
         });
     }
 }

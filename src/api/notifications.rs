@@ -17,7 +17,7 @@ use super::openapi::ErrorBody;
 use super::AppState;
 use crate::clock::{now_ms, parse_time};
 use crate::config::Role;
-use crate::fastnetmon::{notification, Action, ParseError, Scope};
+use crate::fastnetmon::{notification, ParseError, Scope};
 use crate::store::{Incoming, Outcome};
 
 /// Idempotency key header: a redelivered notification (spool, retry) is stored once.
@@ -228,11 +228,11 @@ async fn receive(
     let recorded = state.store.record_notification(incoming).await?;
     crate::metrics::metrics().notification(action.as_str(), recorded.outcome.as_str());
     if recorded.wake_checker && wake_now {
-        // A crossing (or a ban counted for carpet bombing) can only escalate its own prefix; an
-        // unban may withdraw, which the whole world decides.
+        // A crossing, a ban counted for carpet bombing or an unban changes what is wanted of
+        // the host's own prefix only.
         match ip {
-            Some(ip) if action != Action::Unban => state.checker.wake_for([ip]),
-            _ => state.checker.wake(),
+            Some(ip) => state.checker.wake_for([ip]),
+            None => state.checker.wake(),
         }
     }
     // A host's state change at info, up to `LOGGED_PER_SECOND`; repeats, stale and duplicate

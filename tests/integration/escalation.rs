@@ -158,25 +158,32 @@ async fn a_crossing_is_decided_by_a_cycle_over_its_prefix_alone() {
     .await;
     let e = wait_state(&app, "198.51.103.0/24", "active").await;
     assert!(e["reason"].as_str().unwrap_or("").contains("carpet"), "{e}");
+    // Its last host unbanned (after min_hold), it is withdrawn; the other stays.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for ip in ["198.51.103.1", "198.51.103.2", "198.51.103.3"] {
+        app.post("/api/v1/notifications", NOTIFY, unban(ip)).await;
+    }
+    wait_state(&app, "198.51.103.0/24", "withdrawn").await;
+    assert_eq!(escalation(&app, "198.51.100.0/24").await["state"], "active");
     let (full_now, focused_now) = cycles(&app).await;
     assert_eq!(full_now, full, "no cycle over everything was needed");
-    assert!(focused_now >= focused + 2, "{focused} -> {focused_now}");
+    assert!(focused_now >= focused + 3, "{focused} -> {focused_now}");
 
-    // Near the cap (two live of four) and at it, crossings are left to cycles over everything,
-    // which decide as before.
-    for ip in ["198.51.102.1", "10.154.0.1"] {
+    // Up to the cap (four) and past it: the crossing that would take the last room, and the one
+    // after it, are left to cycles over everything, which decide as before.
+    for ip in ["198.51.102.1", "10.154.0.1", "10.10.10.1"] {
         app.post("/api/v1/notifications", NOTIFY, ban(ip, 20_000_000, 100))
             .await;
+        let prefix = format!("{}.0/24", ip.rsplit_once('.').map_or(ip, |(net, _)| net));
+        wait_state(&app, &prefix, "active").await;
     }
-    wait_state(&app, "198.51.102.0/24", "active").await;
-    wait_state(&app, "10.154.0.0/24", "active").await;
     app.post(
         "/api/v1/notifications",
         NOTIFY,
-        ban("10.10.10.1", 20_000_000, 100),
+        ban("198.51.101.1", 20_000_000, 100),
     )
     .await;
-    let r = wait_state(&app, "10.10.10.0/24", "refused").await;
+    let r = wait_state(&app, "198.51.101.0/24", "refused").await;
     assert_eq!(r["rule"], "max_active", "{r}");
     assert!(cycles(&app).await.0 > full);
     let mut announced = fake.prefixes();
@@ -184,10 +191,10 @@ async fn a_crossing_is_decided_by_a_cycle_over_its_prefix_alone() {
     assert_eq!(
         announced,
         [
+            "10.10.10.0/24",
             "10.154.0.0/24",
             "198.51.100.0/24",
-            "198.51.102.0/24",
-            "198.51.103.0/24"
+            "198.51.102.0/24"
         ]
     );
     app.stop().await;
