@@ -319,6 +319,9 @@ impl Checker {
             match self.focused(&asked.hosts).await {
                 Ok(Some(r)) => {
                     let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+                    metrics()
+                        .checker_focused_cycle_duration
+                        .observe(elapsed / 1000.0);
                     if r != CycleReport::default() {
                         tracing::info!(
                             escalated = r.escalated,

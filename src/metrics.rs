@@ -74,6 +74,7 @@ pub struct Metrics {
     pub source_healthy: Family<SourceLabels, Gauge>,
     pub source_last_success: Family<SourceLabels, Gauge>,
     pub checker_cycle_duration: Histogram,
+    pub checker_focused_cycle_duration: Histogram,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_request_duration: Family<RouteLabels, Histogram>,
     pub banned_hosts: Gauge,
@@ -101,6 +102,7 @@ impl Metrics {
             source_healthy: Family::default(),
             source_last_success: Family::default(),
             checker_cycle_duration: latency_histogram(),
+            checker_focused_cycle_duration: latency_histogram(),
             http_requests: Family::default(),
             http_request_duration: Family::new_with_constructor(latency_histogram),
             banned_hosts: Gauge::default(),
@@ -161,6 +163,11 @@ impl Metrics {
             "checker_cycle_duration_seconds",
             "Duration of one checker cycle (gather, decide, apply)",
             m.checker_cycle_duration.clone(),
+        );
+        registry.register(
+            "checker_focused_cycle_duration_seconds",
+            "Duration of one checker cycle over the prefixes of a few hosts alone (a crossing, an unban)",
+            m.checker_focused_cycle_duration.clone(),
         );
         registry.register(
             "http_requests",
@@ -262,12 +269,14 @@ mod tests {
         m.refusal("max_active");
         m.bgp("gobgp", "announce", true);
         m.checker_cycle_duration.observe(0.003);
+        m.checker_focused_cycle_duration.observe(0.001);
         let text = m.render();
         for name in [
             "fnm_escalator_notifications_total{action=\"ban\",outcome=\"banned\"}",
             "fnm_escalator_refusals_total{rule=\"max_active\"}",
             "fnm_escalator_bgp_operations_total{backend=\"gobgp\",operation=\"announce\",result=\"ok\"}",
             "fnm_escalator_checker_cycle_duration_seconds_bucket",
+            "fnm_escalator_checker_focused_cycle_duration_seconds_bucket",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

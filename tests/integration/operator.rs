@@ -37,6 +37,7 @@ async fn metrics_are_prometheus_text_with_conventional_names() {
         "fnm_escalator_decisions_total{decision=\"escalate\"}",
         "fnm_escalator_bgp_operations_total{backend=\"none\",operation=\"announce\",result=\"ok\"}",
         "fnm_escalator_checker_cycle_duration_seconds_bucket",
+        "fnm_escalator_checker_focused_cycle_duration_seconds_count",
         "fnm_escalator_http_requests_total{method=\"POST\",route=\"/api/v1/notifications\",status=\"201\"}",
         "fnm_escalator_http_request_duration_seconds_bucket",
     ] {
