@@ -2,8 +2,8 @@
 //! the ledger, and carries it out through the speaker (with retries and backoff). Woken at once by
 //! notifications and samples; the interval tick is the safety net. A wake for a few hosts (a
 //! crossing, an unban) runs a cycle over their covering prefixes alone when that decides as a
-//! cycle over everything would (`Checker::focused`, `decision::focus`). Reconciliation with the speaker's RIB runs at
-//! start-up and every `reconcile_interval`.
+//! cycle over everything would (`Checker::focused`, `decision::focus`). Reconciliation with the
+//! speaker's RIB runs at start-up and every `reconcile_interval`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -57,9 +57,21 @@ pub struct CheckerStatus {
     pub reconciles: u64,
     pub last_reconcile_at: Option<String>,
     pub last_reconcile_error: Option<String>,
-    /// Cycles over the prefixes of a few crossing hosts alone (see `Checker::focused`).
+    /// Cycles over the prefixes of a few hosts alone: crossings, unbans (`Checker::focused`).
     pub focused_cycles: u64,
     pub last_focused_cycle_ms: Option<f64>,
+}
+
+/// Most hosts whose prefixes a woken cycle looks at alone; past it, it looks at everything.
+const MAX_FOCUS: usize = 64;
+
+/// What the wakes since the last woken cycle asked for.
+#[derive(Debug, Default)]
+struct Asked {
+    /// A cycle over everything.
+    full: bool,
+    /// Hosts whose covering prefixes may want something else now (`CheckerHandle::wake_for`).
+    hosts: Vec<IpAddr>,
 }
 
 /// The handle the API holds: wake the checker, read its status, build our routes.
@@ -202,18 +214,6 @@ fn live_of(rows: &[EscalationRow]) -> Vec<Live> {
         .collect()
 }
 
-/// Most hosts whose prefixes a woken cycle looks at alone; past it, it looks at everything.
-const MAX_FOCUS: usize = 64;
-
-/// What the wakes since the last woken cycle asked for.
-#[derive(Debug, Default)]
-struct Asked {
-    /// A cycle over everything.
-    full: bool,
-    /// Hosts whose covering prefixes may have become wanted (`CheckerHandle::wake_for`).
-    hosts: Vec<IpAddr>,
-}
-
 /// What one cycle did (tests and logs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CycleReport {
@@ -315,36 +315,44 @@ impl Checker {
                 // What was asked was taken by the cycle before.
                 return;
             }
-            let started = std::time::Instant::now();
-            match self.focused(&asked.hosts).await {
-                Ok(Some(r)) => {
-                    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-                    metrics()
-                        .checker_focused_cycle_duration
-                        .observe(elapsed / 1000.0);
-                    if r != CycleReport::default() {
-                        tracing::info!(
-                            escalated = r.escalated,
-                            refused = r.refused,
-                            announce_failures = r.announce_failures,
-                            ms = elapsed,
-                            "checker cycle over the prefixes of {} hosts",
-                            asked.hosts.len()
-                        );
-                    }
-                    self.handle.update(|s| {
-                        s.focused_cycles += 1;
-                        s.last_focused_cycle_ms = Some(elapsed);
-                    });
-                    return;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "focused checker cycle failed; looking at everything");
-                }
+            if self.focused_logged(&asked.hosts).await {
+                return;
             }
         }
         self.cycle_logged().await;
+    }
+
+    /// Runs `focused`, logs and counts it; false when a cycle over everything is needed.
+    async fn focused_logged(&self, hosts: &[IpAddr]) -> bool {
+        let started = std::time::Instant::now();
+        let r = match self.focused(hosts).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, "focused checker cycle failed; looking at everything");
+                return false;
+            }
+        };
+        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        metrics()
+            .checker_focused_cycle_duration
+            .observe(elapsed / 1000.0);
+        if r != CycleReport::default() {
+            tracing::info!(
+                escalated = r.escalated,
+                refused = r.refused,
+                withdrawn = r.withdrawn,
+                announce_failures = r.announce_failures,
+                ms = elapsed,
+                "checker cycle over the prefixes of {} hosts",
+                hosts.len()
+            );
+        }
+        self.handle.update(|s| {
+            s.focused_cycles += 1;
+            s.last_focused_cycle_ms = Some(elapsed);
+        });
+        true
     }
 
     /// Gathers the world, decides, records and applies. Public for tests.
