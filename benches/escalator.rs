@@ -36,6 +36,7 @@ mod fnm_api;
 #[path = "../tests/integration/support/lab.rs"]
 mod lab;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -257,6 +258,28 @@ fn cpu_ticks_of(pid: &str) -> u64 {
     n(11) + n(12)
 }
 
+/// utime + stime of each of a process's threads, in clock ticks, summed by thread name (the
+/// runtime's workers share one).
+fn thread_ticks_of(pid: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map(|(_, n)| n).unwrap_or("?");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        *out.entry(name.to_string()).or_insert(0) += n(11) + n(12);
+    }
+    out
+}
+
 /// This process's CPU (the load generator's), in clock ticks.
 fn own_cpu_ticks() -> u64 {
     cpu_ticks_of("self")
@@ -377,6 +400,11 @@ impl Service {
     /// utime + stime, in clock ticks.
     fn cpu_ticks(&self) -> u64 {
         cpu_ticks_of(&self.pid().to_string())
+    }
+
+    /// utime + stime by thread name, in clock ticks.
+    fn thread_ticks(&self) -> BTreeMap<String, u64> {
+        thread_ticks_of(&self.pid().to_string())
     }
 
     async fn sql_i64(&self, query: &str) -> i64 {
@@ -1756,6 +1784,7 @@ async fn ingest_and_footprint(
         let cpu0 = (svc.cpu_ticks(), own_cpu_ticks());
         let h = raw_load(addr, 64, duration, usize::MAX, healthz).await;
         let cpu1 = (svc.cpu_ticks(), own_cpu_ticks());
+        let threads1 = svc.thread_ticks();
         let counter = sent.clone();
         let request = ColdBan::new(addr);
         for i in [0, 9, 255, 70_000, k.hosts.saturating_sub(1)] {
@@ -1777,6 +1806,7 @@ async fn ingest_and_footprint(
         )
         .await;
         let cpu2 = (svc.cpu_ticks(), own_cpu_ticks());
+        let threads2 = svc.thread_ticks();
         // Under load the service answers once a group is in its ingest journal and commits
         // the rows within `HOLD` (50 ms): read the database until they are all there (at most
         // 2 s); a shortfall after that is a lost notification.
@@ -1879,6 +1909,32 @@ async fn ingest_and_footprint(
                 "{least:.1} us (/healthz {svc_h:.1} + parsing {parse_us:.1} + rows {rows_us:.1}), \
                  {most:.1} us (2 x (/healthz {svc_h:.1} + generator {gen_h:.1}) - generator \
                  {gen_n:.1}); measured {svc_n:.1} us"
+            ),
+            "-",
+            None,
+        );
+        // Which threads the notifications' CPU went to. The HTTP workers' share bounds the
+        // ratio whatever the rows cost: with the recorder and the checkpointer free, the same
+        // CPU model allows at most (/healthz + generator) / (workers + generator).
+        let by_thread = |name: &str| {
+            let at = |t: &BTreeMap<String, u64>| t.get(name).copied().unwrap_or(0);
+            let ticks = at(&threads2).saturating_sub(at(&threads1));
+            per_request(ticks, n.ok + n.failed)
+        };
+        let workers = by_thread("tokio-rt-worker");
+        let recorder = by_thread("fnm-recorder");
+        let checkpointer = by_thread("fnm-checkpoint");
+        let other = (svc_n - workers - recorder - checkpointer).max(0.0);
+        report.add(
+            "2",
+            "service CPU per notification by thread; what the workers alone allow",
+            format!(
+                "HTTP workers {workers:.1} us, recorder {recorder:.1} us, checkpointer \
+                 {checkpointer:.1} us, other {other:.1} us; with the rows free at most {:.0}% of \
+                 /healthz ((/healthz {svc_h:.1} + generator {gen_h:.1}) / (workers {workers:.1} + \
+                 generator {gen_n:.1})); for 50% the recorder may cost {:.1} us",
+                (svc_h + gen_h) / (workers + gen_n).max(0.1) * 100.0,
+                most - workers - checkpointer - other
             ),
             "-",
             None,
