@@ -1913,9 +1913,10 @@ async fn ingest_and_footprint(
             "-",
             None,
         );
-        // Which threads the notifications' CPU went to. The HTTP workers' share bounds the
-        // ratio whatever the rows cost: with the recorder and the checkpointer free, the same
-        // CPU model allows at most (/healthz + generator) / (workers + generator).
+        // Which threads the notifications' CPU went to. What is not the writer's (the recorder
+        // and the checkpointer: the rows) bounds the ratio whatever the rows cost: with them
+        // free, the same CPU model allows at most (/healthz + generator) / (workers + other +
+        // generator); and the writer may cost what is left of `most` for 50%.
         let by_thread = |name: &str| {
             let at = |t: &BTreeMap<String, u64>| t.get(name).copied().unwrap_or(0);
             let ticks = at(&threads2).saturating_sub(at(&threads1));
@@ -1927,14 +1928,15 @@ async fn ingest_and_footprint(
         let other = (svc_n - workers - recorder - checkpointer).max(0.0);
         report.add(
             "2",
-            "service CPU per notification by thread; what the workers alone allow",
+            "service CPU per notification by thread; what is left for the rows",
             format!(
                 "HTTP workers {workers:.1} us, recorder {recorder:.1} us, checkpointer \
                  {checkpointer:.1} us, other {other:.1} us; with the rows free at most {:.0}% of \
                  /healthz ((/healthz {svc_h:.1} + generator {gen_h:.1}) / (workers {workers:.1} + \
-                 generator {gen_n:.1})); for 50% the recorder may cost {:.1} us",
-                (svc_h + gen_h) / (workers + gen_n).max(0.1) * 100.0,
-                most - workers - checkpointer - other
+                 other {other:.1} + generator {gen_n:.1})); for 50% the recorder and the \
+                 checkpointer may cost {:.1} us together",
+                (svc_h + gen_h) / (workers + other + gen_n).max(0.1) * 100.0,
+                most - workers - other
             ),
             "-",
             None,
