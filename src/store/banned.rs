@@ -166,6 +166,25 @@ impl BannedIndex {
         Some(out)
     }
 
+    /// How many banned hosts each prefix holds, in address order, where `covering` gives a
+    /// host's prefix (one holding it); `None` while the index is not valid. One pass over the
+    /// addresses: a host in the prefix of the one before it is counted without calling
+    /// `covering`.
+    pub fn prefixes(&self, covering: impl Fn(IpAddr) -> IpNet) -> Option<Vec<(IpNet, usize)>> {
+        let s = self.lock();
+        if !s.valid {
+            return None;
+        }
+        let mut out: Vec<(IpNet, usize)> = Vec::new();
+        for &ip in s.since.keys() {
+            match out.last_mut() {
+                Some((net, n)) if net.contains(&ip) => *n += 1,
+                _ => out.push((covering(ip), 1)),
+            }
+        }
+        Some(out)
+    }
+
     /// Each banned host and since when, oldest ban first; `None` while the index is not valid.
     pub fn since(&self) -> Option<Vec<(IpAddr, Millis)>> {
         let s = self.lock();

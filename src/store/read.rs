@@ -41,6 +41,15 @@ impl Store {
         self.banned.within(net)
     }
 
+    /// How many banned hosts each prefix holds (`covering` gives a host's), in address order,
+    /// from memory; `None` until the index is loaded.
+    pub fn banned_prefixes(
+        &self,
+        covering: impl Fn(IpAddr) -> ipnet::IpNet,
+    ) -> Option<Vec<(ipnet::IpNet, usize)>> {
+        self.banned.prefixes(covering)
+    }
+
     /// Every banned host with its newest sample, oldest ban first: what a checker cycle
     /// decides on. From memory (see `banned`), or from the database while that is not loaded.
     pub async fn banned_now(&self) -> Result<Vec<BannedNow>, StoreError> {
