@@ -128,6 +128,16 @@ impl CheckerHandle {
         std::mem::take(&mut self.asked.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// The hosts asked for, unless a cycle over everything is asked for too (then both stay
+    /// for the woken cycle).
+    fn take_hosts(&self) -> Vec<IpAddr> {
+        let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+        if asked.full {
+            return Vec::new();
+        }
+        std::mem::take(&mut asked.hosts)
+    }
+
     pub fn status(&self) -> CheckerStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
@@ -216,6 +226,14 @@ fn live_of(rows: &[EscalationRow]) -> Vec<Live> {
             })
         })
         .collect()
+}
+
+/// The ledger as a decision reads it (see `Checker::ledger`).
+struct Ledger {
+    rows: Vec<EscalationRow>,
+    live: Vec<Live>,
+    refusals: Vec<OpenRefusal>,
+    suppressions: Vec<Suppression>,
 }
 
 /// What one cycle did (tests and logs).
@@ -395,11 +413,28 @@ impl Checker {
         large: usize,
     ) -> Result<CycleReport, StoreError> {
         let mut report = CycleReport::default();
-        if let Some(parts) = self.parts(part, large).await? {
+        if let Some((parts, mut ledger)) = self.parts(part, large).await? {
             let mut all_done = true;
             for p in &parts {
-                match self.focused_on(p).await? {
-                    Some(r) => report.add(&r),
+                // A crossing or an unban that came meanwhile does not wait for the rest of the
+                // parts: its own prefix is decided now.
+                let hosts = self.handle.take_hosts();
+                if !hosts.is_empty() {
+                    if !self.focused_logged(&hosts).await {
+                        self.handle.wake();
+                    }
+                    ledger = self.ledger(now_ms()).await?;
+                }
+                // The ledger is read again only after a part changed it (and its decisions were
+                // carried out): most parts of most ticks change nothing.
+                match self.decide_on(p, &ledger, now_ms(), false).await? {
+                    Some((r, writes)) => {
+                        report.add(&r);
+                        if writes > 0 {
+                            self.carry_out(&mut report).await?;
+                            ledger = self.ledger(now_ms()).await?;
+                        }
+                    }
                     None => {
                         all_done = false;
                         break;
@@ -407,6 +442,8 @@ impl Checker {
                 }
             }
             if all_done {
+                // What failed before is retried, as at the end of every cycle.
+                self.carry_out(&mut report).await?;
                 release_freed_memory();
                 return Ok(report);
             }
@@ -415,14 +452,15 @@ impl Checker {
         Ok(report)
     }
 
-    /// The prefixes of a cycle in parts, `part` banned hosts or more to a part; `None` when the
-    /// world is smaller than `large`, the banned hosts are not in memory yet, or a live or
-    /// refused prefix is not the covering prefix of its own hosts.
+    /// The prefixes of a cycle in parts, `part` banned hosts or more to a part, and the ledger
+    /// they were read with; `None` when the world is smaller than `large`, the banned hosts are
+    /// not in memory yet, or a live or refused prefix is not the covering prefix of its own
+    /// hosts.
     async fn parts(
         &self,
         part: usize,
         large: usize,
-    ) -> Result<Option<Vec<BTreeSet<CoveringPrefix>>>, StoreError> {
+    ) -> Result<Option<(Vec<BTreeSet<CoveringPrefix>>, Ledger)>, StoreError> {
         let policy = &self.policy;
         let Some(counts) = self
             .store
@@ -438,13 +476,13 @@ impl Checker {
             *all.entry(CoveringPrefix::of(net.addr(), policy))
                 .or_insert(0) += n;
         }
-        let live = self.store.live_escalations().await?;
-        let refused = self.refusals().await?;
-        let ledger = live
+        let ledger = self.ledger(now_ms()).await?;
+        let prefixes = ledger
+            .live
             .iter()
-            .filter_map(|r| r.prefix.parse::<IpNet>().ok())
-            .chain(refused.iter().map(|r| r.prefix));
-        for net in ledger {
+            .map(|l| l.prefix)
+            .chain(ledger.refusals.iter().map(|r| r.prefix));
+        for net in prefixes {
             let covering = CoveringPrefix::of(net.addr(), policy);
             if covering.net() != net {
                 return Ok(None);
@@ -465,7 +503,19 @@ impl Checker {
         if !current.is_empty() {
             parts.push(current);
         }
-        Ok(Some(parts))
+        Ok(Some((parts, ledger)))
+    }
+
+    /// The ledger as a decision reads it: the live rows (and what the decision makes of them),
+    /// the open refusals and the suppressions in force at `now`.
+    async fn ledger(&self, now: Millis) -> Result<Ledger, StoreError> {
+        let rows = self.store.live_escalations().await?;
+        Ok(Ledger {
+            live: live_of(&rows),
+            rows,
+            refusals: self.refusals().await?,
+            suppressions: self.suppressions(now).await?,
+        })
     }
 
     /// Gathers the whole world, decides, records and applies.
@@ -478,7 +528,7 @@ impl Checker {
         let decided = t.elapsed();
         let large = world.banned.len() >= LARGE_WORLD;
         drop(world);
-        let (report, writes) = self.apply(actions, &live, now).await?;
+        let (report, writes) = self.apply(actions, &live, now, true).await?;
         if writes > 0 {
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
             tracing::debug!(
@@ -515,6 +565,24 @@ impl Checker {
         prefixes: &BTreeSet<CoveringPrefix>,
     ) -> Result<Option<CycleReport>, StoreError> {
         let now = now_ms();
+        let ledger = self.ledger(now).await?;
+        Ok(self
+            .decide_on(prefixes, &ledger, now, true)
+            .await?
+            .map(|(report, _)| report))
+    }
+
+    /// Decides `prefixes` alone on `ledger`, records the decisions and, with `carry_out`,
+    /// carries out what the ledger then holds. Returns the report and how many writes were
+    /// recorded; `None` when only a cycle over everything decides right (`decision::focus`), or
+    /// the banned hosts are not in memory yet.
+    async fn decide_on(
+        &self,
+        prefixes: &BTreeSet<CoveringPrefix>,
+        ledger: &Ledger,
+        now: Millis,
+        carry_out: bool,
+    ) -> Result<Option<(CycleReport, usize)>, StoreError> {
         let mut banned = Vec::new();
         for p in prefixes {
             let Some(inside) = self.store.banned_within(p.net()) else {
@@ -522,22 +590,20 @@ impl Checker {
             };
             banned.extend(inside.into_iter().map(banned_host));
         }
-        let rows = self.store.live_escalations().await?;
-        let live = live_of(&rows);
-        let refusals = self.refusals().await?;
-        let suppressions = self.suppressions(now).await?;
         let Some(world) = focus(
             prefixes,
             banned,
-            &live,
-            refusals,
-            suppressions,
+            &ledger.live,
+            ledger.refusals.clone(),
+            ledger.suppressions.clone(),
             &self.policy,
         ) else {
             return Ok(None);
         };
         let actions = decide(&world, &self.policy, now);
-        Ok(Some(self.apply(actions, &rows, now).await?.0))
+        Ok(Some(
+            self.apply(actions, &ledger.rows, now, carry_out).await?,
+        ))
     }
 
     /// Records the decided `actions` against the `live` ledger rows they were decided on, in
@@ -548,6 +614,7 @@ impl Checker {
         actions: Vec<Action>,
         live: &[EscalationRow],
         now: Millis,
+        carry_out: bool,
     ) -> Result<(CycleReport, usize), StoreError> {
         let by_prefix: HashMap<String, &EscalationRow> =
             live.iter().map(|r| (r.prefix.clone(), r)).collect();
@@ -566,7 +633,9 @@ impl Checker {
         for count in counted {
             count.apply(&mut report);
         }
-        self.carry_out(&mut report).await?;
+        if carry_out {
+            self.carry_out(&mut report).await?;
+        }
         Ok((report, writes.len()))
     }
 
