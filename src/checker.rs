@@ -425,12 +425,15 @@ impl Checker {
                     }
                     ledger = self.ledger(now_ms()).await?;
                 }
-                // The ledger is read again only after a part changed it (and its decisions were
-                // carried out): most parts of most ticks change nothing.
+                // The ledger is read again only after a part escalated or refused something
+                // (and its escalations were announced): that changes how many are live, or adds
+                // a refusal for the cap, which the parts after it must see. What else a part
+                // writes is about its own prefixes, or makes the next parts' view of the cap
+                // only more cautious (a withdrawal asked for, a refusal cleared).
                 match self.decide_on(p, &ledger, now_ms(), false).await? {
-                    Some((r, writes)) => {
+                    Some((r, _)) => {
                         report.add(&r);
-                        if writes > 0 {
+                        if r.escalated > 0 || r.refused > 0 {
                             self.carry_out(&mut report).await?;
                             ledger = self.ledger(now_ms()).await?;
                         }
