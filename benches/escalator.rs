@@ -251,11 +251,17 @@ const USER_HZ: f64 = 100.0;
 /// utime + stime of a process (`self` for this one), in clock ticks.
 fn cpu_ticks_of(pid: &str) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    stat_ticks(&stat).1
+}
+
+/// The command name and utime + stime, in clock ticks, of a `/proc/.../stat` line.
+fn stat_ticks(stat: &str) -> (&str, u64) {
     // Fields after the command name (which may hold spaces) start at field 3.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let (head, rest) = stat.rsplit_once(')').unwrap_or(("", ""));
+    let name = head.split_once('(').map(|(_, n)| n).unwrap_or("?");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    n(11) + n(12)
+    (name, n(11) + n(12))
 }
 
 /// utime + stime of each of a process's threads, in clock ticks, summed by thread name (the
@@ -269,13 +275,8 @@ fn thread_ticks_of(pid: &str) -> BTreeMap<String, u64> {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let name = head.split_once('(').map(|(_, n)| n).unwrap_or("?");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        *out.entry(name.to_string()).or_insert(0) += n(11) + n(12);
+        let (name, ticks) = stat_ticks(&stat);
+        *out.entry(name.to_string()).or_insert(0) += ticks;
     }
     out
 }

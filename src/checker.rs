@@ -431,7 +431,7 @@ impl Checker {
                 // writes is about its own prefixes, or makes the next parts' view of the cap
                 // only more cautious (a withdrawal asked for, a refusal cleared).
                 match self.decide_on(p, &ledger, now_ms(), false).await? {
-                    Some((r, _)) => {
+                    Some(r) => {
                         report.add(&r);
                         if r.escalated > 0 || r.refused > 0 {
                             self.carry_out(&mut report).await?;
@@ -558,34 +558,21 @@ impl Checker {
             .iter()
             .map(|&ip| CoveringPrefix::of(ip, &self.policy))
             .collect();
-        self.focused_on(&prefixes).await
-    }
-
-    /// A cycle over `prefixes` alone (see `focused`); `None` when only a cycle over everything
-    /// decides right.
-    async fn focused_on(
-        &self,
-        prefixes: &BTreeSet<CoveringPrefix>,
-    ) -> Result<Option<CycleReport>, StoreError> {
         let now = now_ms();
         let ledger = self.ledger(now).await?;
-        Ok(self
-            .decide_on(prefixes, &ledger, now, true)
-            .await?
-            .map(|(report, _)| report))
+        self.decide_on(&prefixes, &ledger, now, true).await
     }
 
     /// Decides `prefixes` alone on `ledger`, records the decisions and, with `carry_out`,
-    /// carries out what the ledger then holds. Returns the report and how many writes were
-    /// recorded; `None` when only a cycle over everything decides right (`decision::focus`), or
-    /// the banned hosts are not in memory yet.
+    /// carries out what the ledger then holds. `None` when only a cycle over everything decides
+    /// right (`decision::focus`), or the banned hosts are not in memory yet.
     async fn decide_on(
         &self,
         prefixes: &BTreeSet<CoveringPrefix>,
         ledger: &Ledger,
         now: Millis,
         carry_out: bool,
-    ) -> Result<Option<(CycleReport, usize)>, StoreError> {
+    ) -> Result<Option<CycleReport>, StoreError> {
         let mut banned = Vec::new();
         for p in prefixes {
             let Some(inside) = self.store.banned_within(p.net()) else {
@@ -605,7 +592,7 @@ impl Checker {
         };
         let actions = decide(&world, &self.policy, now);
         Ok(Some(
-            self.apply(actions, &ledger.rows, now, carry_out).await?,
+            self.apply(actions, &ledger.rows, now, carry_out).await?.0,
         ))
     }
 
@@ -654,15 +641,15 @@ impl Checker {
             .into_iter()
             .map(banned_host)
             .collect::<Vec<_>>();
-        let rows = self.store.live_escalations().await?;
+        let ledger = self.ledger(now).await?;
         let world = World {
             banned,
-            live: live_of(&rows),
-            refusals: self.refusals().await?,
-            suppressions: self.suppressions(now).await?,
+            live: ledger.live,
+            refusals: ledger.refusals,
+            suppressions: ledger.suppressions,
             live_elsewhere: 0,
         };
-        Ok((world, rows))
+        Ok((world, ledger.rows))
     }
 
     async fn refusals(&self) -> Result<Vec<OpenRefusal>, StoreError> {
