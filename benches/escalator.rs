@@ -14,7 +14,10 @@
 //! trials), `FNM_BENCH_CARPET=100000,2000` (without those two, target 3 runs a second time
 //! beside that many hosts banned below thresholds and that many more a second; `0` skips it),
 //! `FNM_BENCH_BURST=5000`, `FNM_BENCH_HOSTS=100000`, `FNM_BENCH_ESCALATIONS=1000`,
-//! `FNM_BENCH_SECS=10` (each ingest phase), `FNM_BENCH_API_CONCURRENCY=128` (the service's
+//! `FNM_BENCH_SECS=10` (each ingest phase), `FNM_BENCH_DISTINCT=0` (target 2's traffic shape:
+//! its bans cycle over that many hosts, so that past the first round every one is a repeated
+//! ban of a banned host, as FastNetMon's attack updates and HA pairs send; 0: every ban a new
+//! host), `FNM_BENCH_API_CONCURRENCY=128` (the service's
 //! `fastnetmon.api_concurrency` in target 1), `FNM_BENCH_BAN_LIST_MS=500` (its
 //! `fastnetmon.ban_list_interval`; 0: the ban list only with each poll), `FNM_BENCH_PER24=1`
 //! and `FNM_BENCH_HOT_EVERY=1` (target 1's shape: blackholed hosts per /24, and every how
@@ -80,6 +83,8 @@ struct Knobs {
     carpet: Option<(usize, usize)>,
     burst: usize,
     hosts: usize,
+    /// Target 2's bans cycle over this many hosts (FNM_BENCH_DISTINCT; 0: every ban a new one).
+    distinct: usize,
     escalations: usize,
     secs: u64,
     anchors: Option<PathBuf>,
@@ -156,6 +161,7 @@ impl Knobs {
             },
             burst: env_usize("FNM_BENCH_BURST", if quick { 1000 } else { 5000 }),
             hosts: env_usize("FNM_BENCH_HOSTS", if quick { 10_000 } else { 100_000 }),
+            distinct: env_usize("FNM_BENCH_DISTINCT", 0),
             escalations: env_usize("FNM_BENCH_ESCALATIONS", if quick { 200 } else { 1000 }),
             secs: env_usize("FNM_BENCH_SECS", if quick { 3 } else { 10 }) as u64,
             anchors,
@@ -1795,14 +1801,18 @@ async fn ingest_and_footprint(
                 "the pre-rendered request differs from the formatted one"
             );
         }
+        let distinct = match k.distinct {
+            0 => usize::MAX,
+            d => d,
+        };
         let n = raw_load(
             addr,
             64,
             duration,
             k.hosts,
             Arc::new(move |i| {
-                counter.fetch_max(i + 1, Ordering::Relaxed);
-                request.render(cold(i))
+                counter.fetch_max((i + 1).min(distinct), Ordering::Relaxed);
+                request.render(cold(i % distinct))
             }),
         )
         .await;
@@ -1835,7 +1845,12 @@ async fn ingest_and_footprint(
         );
         report.add(
             "2",
-            "POST /api/v1/notifications (ban), same clients",
+            match k.distinct {
+                0 => "POST /api/v1/notifications (ban), same clients".to_string(),
+                d => format!(
+                    "POST /api/v1/notifications (ban, cycling over {d} hosts), same clients"
+                ),
+            },
             format!(
                 "{:.0} req/s = {:.0}% of /healthz ({} 2xx, {} failed, {stored} in the database)",
                 n.rate(),
