@@ -1845,12 +1845,13 @@ async fn ingest_and_footprint(
         );
         report.add(
             "2",
-            match k.distinct {
-                0 => "POST /api/v1/notifications (ban), same clients".to_string(),
-                d => format!(
-                    "POST /api/v1/notifications (ban, cycling over {d} hosts), same clients"
-                ),
-            },
+            format!(
+                "POST /api/v1/notifications (ban{}), same clients",
+                match k.distinct {
+                    0 => String::new(),
+                    d => format!(", cycling over {d} hosts"),
+                }
+            ),
             format!(
                 "{:.0} req/s = {:.0}% of /healthz ({} 2xx, {} failed, {stored} in the database)",
                 n.rate(),
